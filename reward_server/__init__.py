@@ -1,0 +1,1 @@
+"""HTTP reward server: FastAPI app that dispatches scoring requests to verifiers."""

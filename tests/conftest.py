@@ -1,0 +1,3 @@
+"""Shared fixtures. Each fixture module is owned by the package it serves."""
+
+pytest_plugins = ["tests.fixtures_server", "tests.fixtures_model"]

@@ -1,0 +1,1 @@
+"""Fixtures for the tiny model and the one shared vLLM engine."""

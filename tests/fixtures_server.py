@@ -1,0 +1,1 @@
+"""Fixtures for a real reward server on loopback."""
