@@ -20,6 +20,8 @@ from typing import Any
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+from pydantic_core import to_json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reward_server.dispatch import ItemTuple, VerifierTable, WorkerPool
@@ -264,16 +266,28 @@ def create_app(settings: Settings | None = None, table: VerifierTable | None = N
             for n, (cls, _) in sorted(scorer.table.items())
         ]}
 
-    @app.post("/v1/score", dependencies=[Depends(require_auth)])
-    async def score(req: ScoreRequest) -> JSONResponse:
+    score_body = {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": ScoreRequest.model_json_schema()}}}}
+
+    @app.post("/v1/score", dependencies=[Depends(require_auth)], openapi_extra=score_body)
+    async def score(request: Request) -> Response:
         done = timed("/v1/score")
+        # One pass of pydantic-core's JSON parser validates and decodes the body;
+        # this is the hot path, about twice as fast as json.loads + validate.
+        try:
+            req = ScoreRequest.model_validate_json(await request.body())
+        except ValidationError as e:
+            raise RequestValidationError(
+                [{**err, "loc": ("body", *err["loc"])} for err in e.errors()]
+            ) from None
         if len(req.items) > settings.max_items:
             raise HTTPException(413, f"too many items: {len(req.items)} > {settings.max_items}")
         items = [ScoreItem(it.verifier, it.completion, it.reference, it.prompt,
                            it.options or {}, it.id) for it in req.items]
         results = await scorer.score(items)
         done()
-        return JSONResponse({"results": [_result_json(it.id, r) for it, r in zip(items, results, strict=True)]})
+        body = {"results": [_result_json(it.id, r) for it, r in zip(items, results, strict=True)]}
+        return Response(to_json(body), media_type="application/json")
 
     @app.post("/get_reward", dependencies=[Depends(require_auth)])
     async def get_reward(req: OpenRLHFRequest) -> JSONResponse:

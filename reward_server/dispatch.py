@@ -43,7 +43,7 @@ def _worker_main(conn: Connection, table: VerifierTable) -> None:
             return
         if msg is None:
             return
-        for idx, (name, completion, reference, prompt, options) in msg:
+        for name, completion, reference, prompt, options in msg:
             t0 = time.perf_counter()
             try:
                 v = built.get(name)
@@ -60,9 +60,9 @@ def _worker_main(conn: Connection, table: VerifierTable) -> None:
                     "traceback": traceback.format_exc(limit=3),
                 })
             try:
-                conn.send((idx, out, time.perf_counter() - t0))
+                conn.send((None, out, time.perf_counter() - t0))
             except Exception as e:  # info not picklable, for example
-                conn.send((idx, (None, "error", {"message": f"unsendable result: {e}"}), 0.0))
+                conn.send((None, (None, "error", {"message": f"unsendable result: {e}"}), 0.0))
 
 
 @dataclass
@@ -152,37 +152,96 @@ class WorkerPool:
         return list(await asyncio.gather(*(p.fut for p in pend)))
 
     async def _recv(self, conn: Connection, timeout: float) -> Any:
-        """One message from a worker, or TimeoutError; EOFError if it died."""
+        """One message from a worker, or TimeoutError; EOFError if it died.
+        (`loop.call_later` rather than `asyncio.wait_for`: no task per item.)"""
         if conn.poll():
             return conn.recv()
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
-        fd = conn.fileno()
+        fut: asyncio.Future[None] = loop.create_future()
 
         def readable() -> None:
             if not fut.done():
                 fut.set_result(None)
 
+        def expired() -> None:
+            if not fut.done():
+                fut.set_exception(TimeoutError())
+
+        fd = conn.fileno()
         loop.add_reader(fd, readable)
+        handle = loop.call_later(timeout, expired)
         try:
-            await asyncio.wait_for(fut, timeout)
+            await fut
         finally:
             loop.remove_reader(fd)
+            handle.cancel()
         return conn.recv()
 
     async def _drive(self, slot: int) -> None:
+        """Feed one worker. Up to two chunks are in flight so the worker never idles
+        between chunks; results come back in order, and the item at the head of the
+        in-flight queue is the one the worker is on, so its clock starts when the
+        previous result arrives."""
         assert self._wakeup is not None
+        inflight: collections.deque[_Pending] = collections.deque()
         while True:
-            while not self._queue:
+            if len(inflight) < self.chunk_size and self._queue:
+                batch: list[_Pending] = []
+                while self._queue and len(batch) < self.chunk_size:
+                    p = self._queue.popleft()
+                    if not p.fut.cancelled():
+                        batch.append(p)
+                if batch and not await self._send(slot, batch):
+                    continue
+                inflight.extend(batch)
+            if not inflight:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            batch: list[_Pending] = []
-            while self._queue and len(batch) < self.chunk_size:
-                p = self._queue.popleft()
-                if not p.fut.cancelled():
-                    batch.append(p)
-            if batch:
-                await self._run_batch(slot, batch)
+                continue
+            w = self._workers[slot]
+            assert w is not None
+            head = inflight[0]
+            try:
+                _, (reward, status, info), elapsed = await self._recv(w.conn, head.timeout_s)
+            except (TimeoutError, EOFError, OSError) as e:
+                inflight.popleft()
+                if isinstance(e, TimeoutError):
+                    res = VerifyResult.fail(
+                        "timeout", f"verification exceeded {head.timeout_s:g} s; worker replaced"
+                    )
+                else:
+                    res = VerifyResult.fail(
+                        "error", f"verification worker died (exit {w.proc.exitcode})"
+                    )
+                self._finish(head, res, head.timeout_s)
+                self._queue.extendleft(reversed(inflight))
+                inflight.clear()
+                await self._replace(slot)
+                if self._queue:
+                    self._wakeup.set()
+                continue
+            inflight.popleft()
+            try:
+                res = VerifyResult(reward, status, info)
+            except ValueError as e:  # a verifier broke the contract
+                res = VerifyResult.fail("error", f"verifier returned an invalid result: {e}")
+            self._finish(head, res, elapsed)
+
+    async def _send(self, slot: int, batch: list[_Pending]) -> bool:
+        """Send a chunk to the worker of `slot` (replacing it if dead); False if the
+        chunk went back to the queue."""
+        w = self._workers[slot]
+        if w is None or not w.proc.is_alive():
+            await self._replace(slot)
+            w = self._workers[slot]
+        assert w is not None
+        try:
+            w.conn.send([p.item for p in batch])
+            return True
+        except (OSError, ValueError):
+            self._queue.extendleft(reversed(batch))
+            await self._replace(slot)
+            return False
 
     def _finish(self, p: _Pending, result: VerifyResult, elapsed: float) -> None:
         if not p.fut.done():
@@ -197,39 +256,3 @@ class WorkerPool:
             await asyncio.to_thread(old.kill)
         self.replaced += 1
         self._workers[slot] = await asyncio.to_thread(_Worker, self._ctx, self.table)
-
-    async def _run_batch(self, slot: int, batch: list[_Pending]) -> None:
-        w = self._workers[slot]
-        if w is None or not w.proc.is_alive():
-            await self._replace(slot)
-            w = self._workers[slot]
-        assert w is not None
-        try:
-            w.conn.send([(i, p.item) for i, p in enumerate(batch)])
-        except (OSError, ValueError):
-            self._queue.extendleft(reversed(batch))
-            await self._replace(slot)
-            return
-        for i, p in enumerate(batch):
-            try:
-                idx, (reward, status, info), elapsed = await self._recv(w.conn, p.timeout_s)
-                assert idx == i, f"worker answered item {idx}, expected {i}"
-                try:
-                    res = VerifyResult(reward, status, info)
-                except ValueError as e:  # a verifier broke the contract
-                    res = VerifyResult.fail("error", f"verifier returned an invalid result: {e}")
-                self._finish(p, res, elapsed)
-            except (TimeoutError, EOFError, OSError) as e:
-                if isinstance(e, TimeoutError):
-                    res = VerifyResult.fail(
-                        "timeout", f"verification exceeded {p.timeout_s:g} s; worker replaced"
-                    )
-                else:
-                    code = w.proc.exitcode
-                    res = VerifyResult.fail("error", f"verification worker died (exit {code})")
-                self._finish(p, res, p.timeout_s)
-                self._queue.extendleft(reversed(batch[i + 1 :]))
-                await self._replace(slot)
-                if self._queue and self._wakeup is not None:
-                    self._wakeup.set()
-                return

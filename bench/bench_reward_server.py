@@ -1,0 +1,140 @@
+"""Reward server throughput and latency against math-verify in one process.
+
+    .venv/bin/python -m bench.bench_reward_server [--workers 2] [--rounds 3]
+
+Items: every GSM8K test solution scored against its own answer, plus each with its
+final number changed (2,638 items). Baseline, same run: `MathVerifier().verify` on
+the same items in one process (the work a trainer does when it calls math-verify
+inline). Server: `rlvr serve` in a subprocess on 127.0.0.1, load from an asyncio
+aiohttp client in this process (so the load generator shares the 2 cores):
+
+- throughput: 8 concurrent clients posting batches of 64 items;
+- latency: 64 concurrent clients posting single-item requests; p50/p99 per request.
+
+Writes `.bench/reward_server.json` and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import aiohttp
+
+from rlvr.reward_client import LocalRewardServer
+from verifiers.base import ScoreItem
+from verifiers.math_verifier import MathVerifier
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def load_items() -> list[dict]:
+    items = []
+    for line in open(DATA / "gsm8k_test.jsonl"):
+        r = json.loads(line)
+        head, tail = r["answer"].rsplit("####", 1)
+        n = int(tail.strip().replace(",", ""))
+        items.append({"verifier": "math", "completion": r["answer"], "reference": r["answer"]})
+        items.append({"verifier": "math", "completion": f"{head}#### {n + 1}", "reference": r["answer"]})
+    return items
+
+
+def baseline(items: list[dict]) -> float:
+    v = MathVerifier()
+    t0 = time.perf_counter()
+    for it in items:
+        v.verify(ScoreItem(verifier="math", completion=it["completion"], reference=it["reference"]))
+    return len(items) / (time.perf_counter() - t0)
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+
+
+async def throughput(url: str, items: list[dict], rounds: int, clients: int, batch: int) -> tuple[float, list[float]]:
+    batches = [items[i : i + batch] for i in range(0, len(items), batch)] * rounds
+    queue: asyncio.Queue[list[dict]] = asyncio.Queue()
+    for b in batches:
+        queue.put_nowait(b)
+    lat: list[float] = []
+
+    async def worker(c: aiohttp.ClientSession) -> None:
+        while not queue.empty():
+            b = queue.get_nowait()
+            t = time.perf_counter()
+            async with c.post(url + "/v1/score", json={"items": b}) as r:
+                r.raise_for_status()
+                body = await r.json()
+            assert all(x["status"] == "ok" for x in body["results"])
+            lat.append(time.perf_counter() - t)
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as c:
+        async with c.post(url + "/v1/score", json={"items": items[:64]}) as r:  # warm up
+            await r.read()
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(c) for _ in range(clients)))
+        dt = time.perf_counter() - t0
+    return len(batches) * batch / dt, lat
+
+
+async def latency(url: str, items: list[dict], clients: int, per_client: int) -> tuple[float, list[float]]:
+    lat: list[float] = []
+
+    async def worker(c: aiohttp.ClientSession, k: int) -> None:
+        for j in range(per_client):
+            it = items[(k * per_client + j) % len(items)]
+            t = time.perf_counter()
+            async with c.post(url + "/v1/score", json={"items": [it]}) as r:
+                r.raise_for_status()
+                await r.read()
+            lat.append(time.perf_counter() - t)
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as c:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(c, k) for k in range(clients)))
+        dt = time.perf_counter() - t0
+    return clients * per_client / dt, lat
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--clients", type=int, default=64)
+    ap.add_argument("--per-client", type=int, default=40)
+    args = ap.parse_args()
+    items = load_items()
+    base = statistics.median(baseline(items) for _ in range(2))
+    with LocalRewardServer(workers=args.workers) as srv:
+        tput, tlat = asyncio.run(throughput(srv.url, items, args.rounds, clients=8, batch=64))
+        lput, llat = asyncio.run(latency(srv.url, items, args.clients, args.per_client))
+    res = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "items": len(items),
+        "baseline_items_per_s": round(base, 1),
+        "server_workers": args.workers,
+        "throughput_items_per_s": round(tput, 1),
+        "throughput_ratio": round(tput / base, 2),
+        "throughput_batch_p50_ms": round(1000 * pct(tlat, 0.5), 1),
+        "throughput_batch_p99_ms": round(1000 * pct(tlat, 0.99), 1),
+        "latency_clients": args.clients,
+        "latency_items_per_s": round(lput, 1),
+        "latency_p50_ms": round(1000 * pct(llat, 0.5), 1),
+        "latency_p99_ms": round(1000 * pct(llat, 0.99), 1),
+    }
+    Path(".bench").mkdir(exist_ok=True)
+    Path(".bench/reward_server.json").write_text(json.dumps(res, indent=2))
+    print("| measure | value |\n|---|---|")
+    for k, v in res.items():
+        print(f"| {k} | {v} |")
+
+
+if __name__ == "__main__":
+    main()
