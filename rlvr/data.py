@@ -180,7 +180,7 @@ def load_problems(
     if name_or_path.startswith("arithmetic"):
         digits = int(name_or_path[len("arithmetic"):] or 2)
         problems = arithmetic_problems(limit or 200, digits=digits, split=split or "test", seed=seed)
-        return [Problem(p.id, render(template, p.prompt, tokenizer), p.reference, p.verifier, p.meta)
+        return [Problem(p.id, render(template, p.prompt, tokenizer), p.reference, verifier or p.verifier, p.meta)
                 for p in problems]
     fmap = dict(field_map or {})
     if name_or_path in DATASETS:
@@ -208,7 +208,7 @@ def load_problems(
             raise KeyError(f"row {i}: no prompt field (tried {fmap.get('prompt') or PROMPT_FIELDS})")
         if rf is None or rf not in row:
             raise KeyError(f"row {i}: no reference field (tried {fmap.get('reference') or REFERENCE_FIELDS})")
-        ver = row.get(fmap.get("verifier", "verifier")) or verifier or default_verifier
+        ver = verifier or row.get(fmap.get("verifier", "verifier")) or default_verifier
         pid = str(row.get(fmap.get("id", "id"), row.get("idx", row.get("task_id", i))))
         problems.append(Problem(pid, render(template, row[pf], tokenizer), row[rf], ver))
     return problems
