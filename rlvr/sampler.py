@@ -78,6 +78,7 @@ class VLLMSampler:
             stop=params.stop or None,
             logprobs=0,
             seed=seed,
+            ignore_eos=params.ignore_eos,
         )
         outs = self.llm.generate(prompts_P, sp, use_tqdm=False)
         result: list[list[Completion]] = []

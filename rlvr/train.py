@@ -71,11 +71,13 @@ def score(client: Any, problems: list[Problem], texts: list[str]) -> torch.Tenso
 
 
 def evaluate_greedy(sampler: Any, client: Any, problems: list[Problem], max_tokens: int) -> dict[str, float]:
-    """Greedy accuracy on held-out problems (unscored items reported, not counted wrong)."""
-    outs = sampler.generate([p.prompt for p in problems], 1, SampleParams(temperature=0.0, max_tokens=max_tokens))
-    r = score(client, problems, [o[0].text for o in outs])
-    ok = ~torch.isnan(r)
-    return {"accuracy": float(r[ok].mean()) if ok.any() else math.nan, "unscored": int((~ok).sum())}
+    """Greedy accuracy on held-out problems through `rlvr.eval.evaluate` (the code
+    `rlvr eval` runs); unscored items are reported, not counted wrong."""
+    from rlvr.eval import evaluate
+
+    rep = evaluate(sampler, problems, n=1, ks=[1], params=SampleParams(temperature=0.0, max_tokens=max_tokens),
+                   score_fn=client.score, resamples=1)
+    return {"accuracy": rep.summary["avg@n"], "unscored": rep.summary["unscored_samples"]}
 
 
 def lr_lambda(cfg: TrainConfig):

@@ -30,6 +30,8 @@ class SampleParams:
     max_tokens: int = 128
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    # Generate to max_tokens even after EOS (benchmarks: equal work per sequence).
+    ignore_eos: bool = False
 
 
 @dataclass
