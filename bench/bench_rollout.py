@@ -37,7 +37,9 @@ def bench_size(size: str, reps: int) -> dict:
         prompts = [f"Q: {10 + i}+{20 + 3 * i}\nA: " for i in range(8)]
         raw_sp = SamplingParams(n=8, temperature=1.0, max_tokens=128, ignore_eos=True, logprobs=0, seed=1)
         ours, raw = [], []
-        s.generate(prompts, 8, SampleParams(max_tokens=8))  # warm up
+        for _ in range(2):  # warm up both paths at full length
+            s.llm.generate(prompts, raw_sp, use_tqdm=False)
+            s.generate(prompts, 8, SampleParams(max_tokens=128, seed=1, ignore_eos=True))
         for _ in range(reps):
             t = time.perf_counter()
             s.llm.generate(prompts, raw_sp, use_tqdm=False)
