@@ -90,7 +90,7 @@ def evaluate(
             for r in rows:
                 sc = [s for s in r["samples"] if s["status"] == "ok"]
                 if len(sc) >= k:
-                    mv.append(maj_at_k([s["answer"] for s in sc], [s["correct"] for s in sc], k, seed=seed))
+                    mv.append(maj_at_k([s["answer"] for s in sc], [s["correct"] for s in sc], k))
             summary[f"maj@{k}"] = sum(mv) / len(mv) if mv else math.nan
             summary[f"maj@{k}_ci"] = list(bootstrap_ci(mv, resamples=resamples, seed=seed))
     return EvalReport(summary=summary, problems=rows)

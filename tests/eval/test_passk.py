@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from rlvr.passk import bootstrap_ci, maj_at_k, majority, pass_at_k
+from rlvr.passk import bootstrap_ci, maj_at_k, pass_at_k
+from rlvr.passk import majority_vote as majority
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 6])
