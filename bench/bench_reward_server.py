@@ -12,6 +12,14 @@ aiohttp client in this process (so the load generator shares the 2 cores):
 - latency: 64 concurrent clients posting single-item requests; p50/p99 per request.
 
 Writes `.bench/reward_server.json` and prints a markdown table.
+
+Wall-clock rates are only comparable on an otherwise idle machine, so the run also
+records the load average and the CPU time per item of each part (from /proc: the
+server's main process, its verification workers, this load generator, and the
+baseline). `cpu_ratio_estimate` = 2 x baseline CPU per item / (all the server side's
+CPU per item, load generator included) is what the throughput ratio would be on two
+idle cores if the parts cost the same CPU there; use it to judge a run on a busy
+machine, and the measured ratio on a quiet one.
 """
 
 from __future__ import annotations
@@ -45,12 +53,57 @@ def load_items() -> list[dict]:
     return items
 
 
-def baseline(items: list[dict]) -> float:
+def baseline(items: list[dict]) -> tuple[float, float]:
+    """(items/s, CPU seconds per item) of math-verify in this process."""
     v = MathVerifier()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for it in items:
         v.verify(ScoreItem(verifier="math", completion=it["completion"], reference=it["reference"]))
-    return len(items) / (time.perf_counter() - t0)
+    return len(items) / (time.perf_counter() - t0), (time.process_time() - c0) / len(items)
+
+
+def cpu_s(pid: int) -> float:
+    """user + system CPU seconds of a process (Linux /proc), 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def descendants(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return out
+    for t in tasks:
+        try:
+            kids = [int(x) for x in Path(f"/proc/{pid}/task/{t}/children").read_text().split()]
+        except FileNotFoundError:
+            continue
+        for k in kids:
+            out += [k, *descendants(k)]
+    return out
+
+
+class CpuMeter:
+    """CPU seconds used by the server's main process, its descendants (workers,
+    forkserver) and this process, between `start()` and `stop()`."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.pid = server_pid
+
+    def _read(self) -> tuple[float, float, float]:
+        kids = descendants(self.pid)
+        return cpu_s(self.pid), sum(cpu_s(k) for k in kids), time.process_time()
+
+    def start(self) -> None:
+        self.t0 = self._read()
+
+    def stop(self) -> tuple[float, float, float]:
+        t1 = self._read()
+        return tuple(b - a for a, b in zip(self.t0, t1, strict=True))  # type: ignore[return-value]
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -111,12 +164,24 @@ def main() -> None:
     ap.add_argument("--per-client", type=int, default=40)
     args = ap.parse_args()
     items = load_items()
-    base = statistics.median(baseline(items) for _ in range(2))
+    load_before = os.getloadavg()[0]
+    runs = [baseline(items) for _ in range(2)]
+    base = statistics.median(r[0] for r in runs)
+    base_cpu = statistics.median(r[1] for r in runs)
     with LocalRewardServer(workers=args.workers) as srv:
+        assert srv.proc is not None
+        meter = CpuMeter(srv.proc.pid)
+        # warm-up (workers' caches), then the measured rounds, metered
+        asyncio.run(throughput(srv.url, items, 1, clients=8, batch=64))
+        meter.start()
         tput, tlat = asyncio.run(throughput(srv.url, items, args.rounds, clients=8, batch=64))
+        main_cpu, workers_cpu, gen_cpu = meter.stop()
         lput, llat = asyncio.run(latency(srv.url, items, args.clients, args.per_client))
+    n = len(items) * args.rounds
+    per_item = [c / n for c in (main_cpu, workers_cpu, gen_cpu)]
     res = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "load_avg_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "items": len(items),
         "baseline_items_per_s": round(base, 1),
         "server_workers": args.workers,
@@ -128,6 +193,11 @@ def main() -> None:
         "latency_items_per_s": round(lput, 1),
         "latency_p50_ms": round(1000 * pct(llat, 0.5), 1),
         "latency_p99_ms": round(1000 * pct(llat, 0.99), 1),
+        "cpu_us_per_item_baseline": round(1e6 * base_cpu, 1),
+        "cpu_us_per_item_server_main": round(1e6 * per_item[0], 1),
+        "cpu_us_per_item_workers": round(1e6 * per_item[1], 1),
+        "cpu_us_per_item_load_generator": round(1e6 * per_item[2], 1),
+        "cpu_ratio_estimate": round(2 * base_cpu / sum(per_item), 2),
     }
     Path(".bench").mkdir(exist_ok=True)
     Path(".bench/reward_server.json").write_text(json.dumps(res, indent=2))

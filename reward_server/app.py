@@ -186,6 +186,16 @@ class Scorer:
         return final
 
 
+def completion_of(query: str, prompt: str | None) -> str:
+    """The response part of an OpenRLHF query (prompt + response, decoded with special
+    tokens, so it may carry left padding before the prompt). Without the prompt in it,
+    the whole query is the completion."""
+    if not prompt:
+        return query
+    at = query.find(prompt)
+    return query[at + len(prompt):] if at >= 0 else query
+
+
 def _result_json(item_id: str | None, r: VerifyResult) -> dict[str, Any]:
     return {"id": item_id, "reward": r.reward, "status": r.status, "info": r.info}
 
@@ -291,7 +301,15 @@ def create_app(settings: Settings | None = None, table: VerifierTable | None = N
 
     @app.post("/get_reward", dependencies=[Depends(require_auth)])
     async def get_reward(req: OpenRLHFRequest) -> JSONResponse:
-        """OpenRLHF `--remote_rm_url` protocol; the completion is the query minus its prompt."""
+        """OpenRLHF's `--remote_rm_url` protocol, scored by `settings.default_verifier`.
+
+        OpenRLHF posts `{"query", "prompts", "labels"}` and reads `rewards` (advantages),
+        `scores` (dynamic filtering) and `extra_logs` (each key a per-sample list that it
+        concatenates across requests, so the keys never vary). The protocol has no way
+        to say "unscored": with `openrlhf_unscored = "zero"` (default) such an item gets
+        0.0 and `extra_logs["scored"] = 0`; with `"error"` the request fails with 503
+        and OpenRLHF retries it.
+        """
         done = timed("/get_reward")
         n = len(req.query)
         for name, seq in (("prompts", req.prompts), ("labels", req.labels)):
@@ -300,9 +318,8 @@ def create_app(settings: Settings | None = None, table: VerifierTable | None = N
         items = []
         for i, q in enumerate(req.query):
             p = req.prompts[i] if req.prompts is not None else None
-            completion = q[len(p):] if p and q.startswith(p) else q
-            label = req.labels[i] if req.labels is not None else None
-            items.append(ScoreItem(settings.default_verifier, completion, label, p))
+            items.append(ScoreItem(settings.default_verifier, completion_of(q, p),
+                                   req.labels[i] if req.labels is not None else None, p))
         results = await scorer.score(items)
         scored = [r.status == "ok" for r in results]
         if settings.openrlhf_unscored == "error" and not all(scored):

@@ -6,8 +6,20 @@ thread. Here each worker is a process with a pipe; the asyncio side hands it a
 chunk of items, reads one result per item, and if an item exceeds its limit the
 worker is SIGKILLed and replaced: that item is `timeout`, the rest of the chunk is
 put back at the head of the queue. A worker that dies is `error` for the item it
-was on. Workers fork from a forkserver that has the verifiers pre-imported, so a
-replacement is ready in milliseconds.
+was on. Workers fork from a forkserver that has the verifiers pre-imported and say
+READY once their verifiers are built; only then do item clocks start, so a slow
+start on a loaded machine is never charged to an item.
+
+Throughput comes from keeping the parent's cost per result small (a busy pool
+returns results one at a time): a reader callback per worker registered once
+(no task, future or timer per item), every available result read in one go, and a
+single watchdog ticking every 50 ms for the limits.
+
+The parent never blocks on a worker: chunks are pickled once and written to the
+worker's socket without waiting (`MSG_DONTWAIT`); what the socket does not take now
+waits in a per-worker outbox that the event loop drains when the socket is writable.
+A plain `conn.send` of a large chunk to a worker that is stuck on an item would
+block the whole event loop (and with it every timeout) until the worker read it.
 """
 
 from __future__ import annotations
@@ -16,7 +28,11 @@ import asyncio
 import collections
 import multiprocessing as mp
 import os
+import pickle
 import signal
+import socket
+import struct
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -24,7 +40,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from verifiers.base import ScoreItem, Verifier, VerifyResult
+from verifiers.base import ScoreItem, Status, Verifier, VerifyResult
 
 # (verifier, completion, reference, prompt, options)
 ItemTuple = tuple[str, str, Any, str | None, dict[str, Any]]
@@ -32,10 +48,21 @@ ItemTuple = tuple[str, str, Any, str | None, dict[str, Any]]
 VerifierTable = dict[str, tuple[type[Verifier], dict[str, Any]]]
 
 
+READY = "ready"
+STARTUP_TIMEOUT_S = 60.0
+
+
 def _worker_main(conn: Connection, table: VerifierTable) -> None:
-    """Worker loop: build verifiers lazily, verify items in order, one reply each."""
+    """Worker loop: build every verifier, say READY, then verify items in order with
+    one reply each. A verifier whose constructor fails makes its items `error`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
-    built: dict[str, Verifier] = {}
+    built: dict[str, Verifier | BaseException] = {}
+    for name, (cls, opts) in table.items():
+        try:
+            built[name] = cls(**opts)
+        except Exception as e:  # noqa: BLE001 - reported per item below
+            built[name] = e
+    conn.send(READY)  # the parent starts item clocks only after this
     while True:
         try:
             msg = conn.recv()
@@ -46,13 +73,10 @@ def _worker_main(conn: Connection, table: VerifierTable) -> None:
         for name, completion, reference, prompt, options in msg:
             t0 = time.perf_counter()
             try:
-                v = built.get(name)
-                if v is None:
-                    cls, opts = table[name]
-                    v = built[name] = cls(**opts)
-                r = v.verify(
-                    ScoreItem(name, completion, reference, prompt, options or {})
-                )
+                v = built[name]
+                if isinstance(v, BaseException):
+                    raise RuntimeError(f"verifier {name!r} could not be built: {v!r}")
+                r = v.verify(ScoreItem(name, completion, reference, prompt, options or {}))
                 out: tuple[Any, ...] = (r.reward, r.status, r.info)
             except BaseException as e:  # noqa: BLE001 - errors are data
                 out = (None, "error", {
@@ -74,26 +98,124 @@ class _Pending:
 
 class _Worker:
     def __init__(self, ctx: Any, table: VerifierTable) -> None:
-        parent, child = ctx.Pipe(duplex=True)
+        parent, child = ctx.Pipe(duplex=True)  # a socketpair on POSIX
         self.proc = ctx.Process(target=_worker_main, args=(child, table), daemon=True)
         self.proc.start()
         child.close()
         self.conn: Connection = parent
+        # Wait (in the caller's thread) until the worker has built its verifiers, so a
+        # slow start on a loaded machine never counts against an item's time limit.
+        try:
+            ready = parent.poll(STARTUP_TIMEOUT_S) and parent.recv() == READY
+        except (EOFError, OSError):
+            ready = False
+        if not ready:
+            self.kill()
+            parent.close()
+            raise RuntimeError(
+                f"verification worker failed to start (exit code {self.proc.exitcode})"
+            )
+        # From here on the parent talks through a second handle on the same socket with
+        # per-call MSG_DONTWAIT reads and writes (the worker keeps `Connection`'s
+        # blocking framing on its side): the event loop never waits on a worker.
+        self.sock = socket.socket(fileno=os.dup(parent.fileno()))
+        self.outbox = bytearray()
+        self.inbox = bytearray()
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def next_frame(self) -> bytes | None:
+        """One complete message from what has been read so far, else None."""
+        buf = self.inbox
+        if len(buf) < 4:
+            return None
+        (n,) = struct.unpack_from("!i", buf)
+        start = 4
+        if n == -1:
+            if len(buf) < 12:
+                return None
+            (n,) = struct.unpack_from("!Q", buf, 4)
+            start = 12
+        if len(buf) < start + n:
+            return None
+        frame = bytes(buf[start : start + n])
+        del buf[: start + n]
+        return frame
+
+    def fill(self) -> bool:
+        """Read whatever the worker has written (several results at once, typically)
+        without blocking; False if nothing was there. EOFError if the worker is gone."""
+        try:
+            data = self.sock.recv(1 << 16, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return False
+        if not data:
+            raise EOFError
+        self.inbox += data
+        return True
+
+    def post(self, loop: asyncio.AbstractEventLoop, payload: bytes) -> None:
+        """Queue one message (`Connection`'s framing) without ever blocking."""
+        n = len(payload)
+        header = struct.pack("!i", n) if n <= 0x7FFFFFFF else struct.pack("!iQ", -1, n)
+        self.outbox += header
+        self.outbox += payload
+        if len(self.outbox) == len(header) + n:  # the outbox was empty: try now
+            self.loop = loop
+            self._flush()
+            if self.outbox:
+                loop.add_writer(self.sock.fileno(), self._flush)
+
+    def _flush(self) -> None:
+        try:
+            sent = self.sock.send(self.outbox, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # the worker died; the reader side reports it
+            sent = len(self.outbox)
+        del self.outbox[:sent]
+        if not self.outbox and self.loop is not None:
+            self.loop.remove_writer(self.sock.fileno())
 
     def kill(self) -> None:
+        """SIGKILL and reap (blocking: run it in a thread)."""
         try:
             os.kill(self.proc.pid, signal.SIGKILL)  # type: ignore[arg-type]
         except (ProcessLookupError, TypeError):
             pass
         self.proc.join(timeout=5)
+
+    def close_handles(self) -> None:
+        """Drop unsent data and close both handles (in the event loop's thread)."""
+        if self.loop is not None and self.outbox:
+            self.loop.remove_writer(self.sock.fileno())
+        self.outbox.clear()
+        self.sock.close()
         self.conn.close()
 
 
 OnResult = Callable[[str, VerifyResult, float], None]
 
 
+class _Slot:
+    """One worker position: the process (None while it is being replaced), the items
+    posted to it in order, and when the worker started on the first of them."""
+
+    def __init__(self) -> None:
+        self.worker: _Worker | None = None
+        self.inflight: collections.deque[_Pending] = collections.deque()
+        self.head_started = 0.0
+
+
 class WorkerPool:
-    """N worker processes fed from one queue. `await pool.submit(items, timeouts)`."""
+    """N worker processes fed from one queue. `await pool.submit(items, timeouts)`.
+
+    Event-driven: each worker's socket has a reader callback that is registered once
+    and consumes every result already written (results of a busy pool arrive one by
+    one, so per-result cost is what limits throughput); a watchdog ticking every
+    `tick_s` enforces the per-item limits; chunks are topped up as results arrive so
+    a worker always has up to two chunks of work queued and never idles. New work
+    goes to the least loaded worker that is not stuck on one item (`stall_s`).
+    """
 
     def __init__(
         self,
@@ -101,147 +223,181 @@ class WorkerPool:
         workers: int,
         chunk_size: int = 16,
         on_result: OnResult | None = None,
+        tick_s: float = 0.05,
+        stall_s: float = 0.25,
     ) -> None:
         self.table = table
         self.n = workers
         self.chunk_size = chunk_size
         self.on_result = on_result
+        self.tick_s = tick_s
+        self.stall_s = stall_s
         self._queue: collections.deque[_Pending] = collections.deque()
-        self._wakeup: asyncio.Event | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self._workers: list[_Worker | None] = []
+        self._slots = [_Slot() for _ in range(workers)]
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._replacing: set[asyncio.Task[None]] = set()
+        self._closed = False
         self.replaced = 0  # workers killed and replaced (timeouts, crashes)
         ctx = mp.get_context("forkserver")
-        mods = sorted({cls.__module__ for cls, _ in table.values()} | {"verifiers.base"})
+        mods = sorted({cls.__module__ for cls, _ in table.values()} | {__name__})
         ctx.set_forkserver_preload(mods)
         self._ctx = ctx
 
     async def start(self) -> None:
-        self._wakeup = asyncio.Event()
-        self._workers = await asyncio.gather(
+        self._loop = asyncio.get_running_loop()
+        workers = await asyncio.gather(
             *[asyncio.to_thread(_Worker, self._ctx, self.table) for _ in range(self.n)]
         )
-        self._tasks = [asyncio.create_task(self._drive(i)) for i in range(self.n)]
+        for i, w in enumerate(workers):
+            self._attach(i, w)
+        self._watchdog = asyncio.create_task(self._watch())
 
     async def close(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for w in self._workers:
-            if w is not None:
-                try:
-                    w.conn.send(None)
-                except OSError:
-                    pass
-                w.proc.join(timeout=1)
-                if w.proc.is_alive():
-                    w.kill()
+        self._closed = True
+        for t in [self._watchdog, *self._replacing]:
+            if t is not None:
+                t.cancel()
+        assert self._loop is not None
+        for slot in self._slots:
+            w, slot.worker = slot.worker, None
+            if w is None:
+                continue
+            self._loop.remove_reader(w.sock.fileno())
+            w.post(self._loop, pickle.dumps(None))  # asks the worker to exit
+            await asyncio.to_thread(w.proc.join, 1)
+            if w.proc.is_alive():
+                await asyncio.to_thread(w.kill)
+            w.close_handles()
+            self._queue.extendleft(reversed(slot.inflight))
+            slot.inflight.clear()
         for p in self._queue:
             if not p.fut.done():
                 p.fut.set_result(VerifyResult.fail("error", "server shutting down"))
         self._queue.clear()
 
     def alive_workers(self) -> int:
-        return sum(1 for w in self._workers if w is not None and w.proc.is_alive())
+        return sum(1 for s in self._slots if s.worker is not None and s.worker.proc.is_alive())
 
     async def submit(self, items: list[ItemTuple], timeouts: list[float]) -> list[VerifyResult]:
         loop = asyncio.get_running_loop()
         pend = [_Pending(it, loop.create_future(), t) for it, t in zip(items, timeouts, strict=True)]
         self._queue.extend(pend)
-        assert self._wakeup is not None
-        self._wakeup.set()
+        self._pump_all()
         return list(await asyncio.gather(*(p.fut for p in pend)))
 
-    async def _recv(self, conn: Connection, timeout: float) -> Any:
-        """One message from a worker, or TimeoutError; EOFError if it died.
-        (`loop.call_later` rather than `asyncio.wait_for`: no task per item.)"""
-        if conn.poll():
-            return conn.recv()
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
+    def _pump_all(self) -> None:
+        """Hand queued items to the least loaded workers first, and never to a worker
+        that has been on one item for more than `stall_s` while another is moving:
+        a new request must not wait behind an item that is about to time out."""
+        assert self._loop is not None
+        now = self._loop.time()
 
-        def readable() -> None:
-            if not fut.done():
-                fut.set_result(None)
+        def stalled(slot: _Slot) -> bool:
+            return bool(slot.inflight) and now - slot.head_started > self.stall_s
 
-        def expired() -> None:
-            if not fut.done():
-                fut.set_exception(TimeoutError())
+        live = [i for i in range(self.n) if self._slots[i].worker is not None]
+        moving = [i for i in live if not stalled(self._slots[i])]
+        for i in sorted(moving or live, key=lambda i: len(self._slots[i].inflight)):
+            self._pump(i)
 
-        fd = conn.fileno()
-        loop.add_reader(fd, readable)
-        handle = loop.call_later(timeout, expired)
+    # -- event-loop callbacks -------------------------------------------------------
+
+    def _attach(self, i: int, w: _Worker) -> None:
+        assert self._loop is not None
+        slot = self._slots[i]
+        slot.worker = w
+        self._loop.add_reader(w.sock.fileno(), self._on_readable, i)
+        self._pump(i)
+
+    def _pump(self, i: int) -> None:
+        """Top up worker `i` to at most two chunks of posted, unanswered items."""
+        slot = self._slots[i]
+        w = slot.worker
+        if w is None or self._closed:
+            return
+        while self._queue and len(slot.inflight) < self.chunk_size:
+            batch: list[_Pending] = []
+            while self._queue and len(batch) < self.chunk_size:
+                p = self._queue.popleft()
+                if not p.fut.done():  # cancelled requests leave their items behind
+                    batch.append(p)
+            if not batch:
+                return
+            try:
+                payload = pickle.dumps([p.item for p in batch], protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as e:  # noqa: BLE001 - an unpicklable item is that item's error
+                for p in batch:
+                    self._finish(p, VerifyResult.fail("error", f"item cannot be sent: {e}"), 0.0)
+                continue
+            assert self._loop is not None
+            if not slot.inflight:
+                slot.head_started = self._loop.time()
+            slot.inflight.extend(batch)
+            w.post(self._loop, payload)
+
+    def _on_readable(self, i: int) -> None:
+        slot = self._slots[i]
+        w = slot.worker
+        if w is None:
+            return
+        assert self._loop is not None
+        dead = False
         try:
-            await fut
-        finally:
-            loop.remove_reader(fd)
-            handle.cancel()
-        return conn.recv()
-
-    async def _drive(self, slot: int) -> None:
-        """Feed one worker. Up to two chunks are in flight so the worker never idles
-        between chunks; results come back in order, and the item at the head of the
-        in-flight queue is the one the worker is on, so its clock starts when the
-        previous result arrives."""
-        assert self._wakeup is not None
-        inflight: collections.deque[_Pending] = collections.deque()
-        while True:
-            if len(inflight) < self.chunk_size and self._queue:
-                batch: list[_Pending] = []
-                while self._queue and len(batch) < self.chunk_size:
-                    p = self._queue.popleft()
-                    if not p.fut.cancelled():
-                        batch.append(p)
-                if batch and not await self._send(slot, batch):
-                    continue
-                inflight.extend(batch)
-            if not inflight:
-                self._wakeup.clear()
-                await self._wakeup.wait()
+            while w.fill():
+                pass
+        except (EOFError, OSError):
+            dead = True  # results it wrote before dying are still credited below
+        got = False
+        while (frame := w.next_frame()) is not None:
+            if not slot.inflight:  # cannot happen: one reply per item posted
                 continue
-            w = self._workers[slot]
-            assert w is not None
-            head = inflight[0]
+            head = slot.inflight.popleft()
+            got = True
             try:
-                _, (reward, status, info), elapsed = await self._recv(w.conn, head.timeout_s)
-            except (TimeoutError, EOFError, OSError) as e:
-                inflight.popleft()
-                if isinstance(e, TimeoutError):
-                    res = VerifyResult.fail(
-                        "timeout", f"verification exceeded {head.timeout_s:g} s; worker replaced"
-                    )
-                else:
-                    res = VerifyResult.fail(
-                        "error", f"verification worker died (exit {w.proc.exitcode})"
-                    )
-                self._finish(head, res, head.timeout_s)
-                self._queue.extendleft(reversed(inflight))
-                inflight.clear()
-                await self._replace(slot)
-                if self._queue:
-                    self._wakeup.set()
-                continue
-            inflight.popleft()
-            try:
+                _, (reward, status, info), elapsed = pickle.loads(frame)
                 res = VerifyResult(reward, status, info)
-            except ValueError as e:  # a verifier broke the contract
-                res = VerifyResult.fail("error", f"verifier returned an invalid result: {e}")
+            except Exception as e:  # noqa: BLE001 - a verifier broke the contract
+                res, elapsed = VerifyResult.fail("error", f"invalid result from worker: {e}"), 0.0
             self._finish(head, res, elapsed)
+        if dead:
+            w.proc.join(timeout=0.1)  # reaped (it has closed its socket), so the exit code is known
+            self._fail_head(i, "error", f"verification worker died (exit {w.proc.exitcode})")
+        elif got:
+            slot.head_started = self._loop.time()  # the worker is now on the next item
+            self._pump(i)
 
-    async def _send(self, slot: int, batch: list[_Pending]) -> bool:
-        """Send a chunk to the worker of `slot` (replacing it if dead); False if the
-        chunk went back to the queue."""
-        w = self._workers[slot]
-        if w is None or not w.proc.is_alive():
-            await self._replace(slot)
-            w = self._workers[slot]
-        assert w is not None
-        try:
-            w.conn.send([p.item for p in batch])
-            return True
-        except (OSError, ValueError):
-            self._queue.extendleft(reversed(batch))
-            await self._replace(slot)
-            return False
+    async def _watch(self) -> None:
+        """Kill and replace a worker whose current item is over its limit."""
+        assert self._loop is not None
+        while True:
+            await asyncio.sleep(self.tick_s)
+            now = self._loop.time()
+            for i, slot in enumerate(self._slots):
+                if slot.worker is not None and slot.inflight:
+                    head = slot.inflight[0]
+                    if now - slot.head_started > head.timeout_s:
+                        self._fail_head(
+                            i, "timeout",
+                            f"verification exceeded {head.timeout_s:g} s; worker replaced",
+                        )
+
+    def _fail_head(self, i: int, status: Status, message: str) -> None:
+        """The item worker `i` is on failed (timeout or crash): finish it, put the rest
+        of its items back at the head of the queue, replace the worker."""
+        slot = self._slots[i]
+        if slot.inflight:
+            head = slot.inflight.popleft()
+            self._finish(head, VerifyResult.fail(status, message), head.timeout_s)
+        self._queue.extendleft(reversed(slot.inflight))
+        slot.inflight.clear()
+        w, slot.worker = slot.worker, None
+        assert w is not None and self._loop is not None
+        self._loop.remove_reader(w.sock.fileno())
+        task = asyncio.ensure_future(self._replace(i, w))
+        self._replacing.add(task)
+        task.add_done_callback(self._replacing.discard)
+        self._pump_all()  # the other workers take the re-queued items meanwhile
 
     def _finish(self, p: _Pending, result: VerifyResult, elapsed: float) -> None:
         if not p.fut.done():
@@ -249,10 +405,21 @@ class WorkerPool:
         if self.on_result is not None:
             self.on_result(p.item[0], result, elapsed)
 
-    async def _replace(self, slot: int) -> None:
-        old = self._workers[slot]
-        self._workers[slot] = None
-        if old is not None:
-            await asyncio.to_thread(old.kill)
+    async def _replace(self, i: int, old: _Worker) -> None:
+        await asyncio.to_thread(old.kill)
+        old.close_handles()
         self.replaced += 1
-        self._workers[slot] = await asyncio.to_thread(_Worker, self._ctx, self.table)
+        delay = 0.5
+        while True:  # a worker that cannot start leaves the queue to the others
+            try:
+                w = await asyncio.to_thread(_Worker, self._ctx, self.table)
+                break
+            except RuntimeError as e:
+                print(f"rlvr reward server: {e}; retrying in {delay:g} s", file=sys.stderr)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        if self._closed:
+            await asyncio.to_thread(w.kill)
+            w.close_handles()
+            return
+        self._attach(i, w)

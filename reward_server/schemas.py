@@ -58,7 +58,7 @@ class OpenRLHFRequest(BaseModel):
     """OpenRLHF's remote reward protocol (`--remote_rm_url`)."""
 
     query: list[str] = Field(..., description="Prompt + response strings.")
-    prompts: list[str] | None = Field(None, description="Prompts alone.")
+    prompts: list[str | None] | None = Field(None, description="Prompts alone.")
     labels: list[Any] | None = Field(None, description="References, one per query.")
 
 

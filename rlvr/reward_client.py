@@ -24,6 +24,7 @@ import random
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Coroutine, Sequence
@@ -71,7 +72,14 @@ def _as_payload(item: ScoreRequestItem | dict[str, Any]) -> dict[str, Any]:
 
 
 class RewardClient:
-    """Async client. `results = await client.score(items)`, same order as `items`."""
+    """Async client. `results = await client.score(items)`, same order as `items`.
+
+    Items are sent in batches of `batch_size`, at most `max_concurrency` requests at
+    once, each with a `timeout_s` limit. A transport error, timeout or 5xx is retried
+    up to `retries` times with exponential backoff (`backoff_s` * 2^attempt, jittered),
+    each attempt on the next URL in round-robin order; a URL that just failed is
+    skipped for `down_s` seconds unless all are down.
+    """
 
     def __init__(
         self,
@@ -83,6 +91,7 @@ class RewardClient:
         timeout_s: float = 60.0,
         retries: int = 3,
         backoff_s: float = 0.2,
+        down_s: float = 5.0,
     ) -> None:
         self.urls = [urls] if isinstance(urls, str) else list(urls)
         if not self.urls:
@@ -91,8 +100,12 @@ class RewardClient:
         self.batch_size = batch_size
         self.retries = retries
         self.backoff_s = backoff_s
+        self.down_s = down_s
         self._sem = asyncio.Semaphore(max_concurrency)
         self._next = itertools.cycle(range(len(self.urls)))
+        # URL index -> monotonic time until which it is skipped (after a transport
+        # error or a 5xx); if every URL is marked down, the rotation uses them anyway.
+        self._down_until: dict[int, float] = {}
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_s), headers=headers,
@@ -124,12 +137,22 @@ class RewardClient:
             raise RewardProtocolError(f"{len(results)} results for {len(chunk)} items")
         return results
 
+    def _pick(self) -> int:
+        """Next URL in round-robin order, skipping ones that failed in the last `down_s`."""
+        now = time.monotonic()
+        for _ in range(len(self.urls)):
+            i = next(self._next)
+            if self._down_until.get(i, 0.0) <= now:
+                return i
+        return next(self._next)
+
     async def post_json(self, path: str, body: dict[str, Any]) -> Any:
         """POST with retries over the URLs; returns the decoded JSON body."""
         last: Exception | None = None
         async with self._sem:
             for attempt in range(self.retries + 1):
-                url = self.urls[next(self._next)] + path
+                i = self._pick()
+                url = self.urls[i] + path
                 try:
                     resp = await self._http.post(url, json=body)
                 except httpx.TimeoutException as e:
@@ -148,6 +171,7 @@ class RewardClient:
                             return resp.json()
                         except ValueError as e:
                             raise RewardProtocolError(f"{url}: response is not JSON") from e
+                self._down_until[i] = time.monotonic() + self.down_s
                 if attempt < self.retries:
                     delay = self.backoff_s * (2**attempt) * (1 + 0.25 * random.random())
                     await asyncio.sleep(delay)
@@ -225,23 +249,39 @@ class LocalRewardServer:
         self.cmd = cmd
         self.startup_timeout_s = startup_timeout_s
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log: Any = None
+
+    def log_tail(self, n: int = 2000) -> str:
+        """The last `n` characters the server wrote to stderr."""
+        if self._log is None:
+            return ""
+        self._log.flush()
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")[-n:]
 
     def start(self) -> LocalRewardServer:
-        env = dict(os.environ)
-        self.proc = subprocess.Popen(self.cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # stderr goes to a temporary file, never to a pipe nobody reads (a full pipe
+        # would block the server on its next log line).
+        self._log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            self.cmd, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=self._log
+        )
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                raise RuntimeError(f"reward server exited with {self.proc.returncode}: {err[-2000:]}")
+                err = self.log_tail()
+                raise RuntimeError(f"reward server exited with {self.proc.returncode}: {err}")
             try:
                 if httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200:
                     return self
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
+        err = self.log_tail()
         self.stop()
-        raise RuntimeError(f"reward server did not become healthy within {self.startup_timeout_s} s")
+        raise RuntimeError(
+            f"reward server did not become healthy within {self.startup_timeout_s} s: {err}"
+        )
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -252,6 +292,9 @@ class LocalRewardServer:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def __enter__(self) -> LocalRewardServer:
         return self.start()

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from reward_server.app import create_app
+from reward_server.app import completion_of, create_app
 from reward_server.settings import Settings, check_bind_policy, is_loopback
 from tests.server.verifiers_for_tests import EchoVerifier, SlowLoopVerifier
 from verifiers.math_verifier import MathVerifier
@@ -62,7 +62,10 @@ def test_crashed_worker_is_an_error_and_is_replaced(client: TestClient) -> None:
     res = _score(client, [{"verifier": "echo", "completion": "crash"}, {"verifier": "echo", "completion": "2"}])
     assert res[0]["status"] == "error" and "died" in res[0]["info"]["message"]
     assert res[1] == {"id": None, "reward": 2.0, "status": "ok", "info": res[1]["info"]}
-    assert client.get("/healthz").json()["workers"] == 2
+    deadline = time.monotonic() + 10  # the replacement is up once its verifiers are built
+    while client.get("/healthz").json()["workers"] != 2:
+        assert time.monotonic() < deadline, "the crashed worker was not replaced"
+        time.sleep(0.05)
 
 
 def test_loop_verifier_and_its_timeout(client: TestClient) -> None:
@@ -121,16 +124,43 @@ def test_metrics_count_items_by_status(client: TestClient) -> None:
 
 
 def test_openrlhf_get_reward(client: TestClient) -> None:
+    # The shapes OpenRLHF's remote_rm_fn posts: queries are prompt + response decoded
+    # with special tokens (so possibly left padding before the prompt).
+    # The 3rd and 4th prompts box a number themselves: scoring the whole query would
+    # take that box instead of the response's "#### N".
     body = {
-        "query": ["Q: 6*7? A: \\boxed{42}", "Q: 1+1? A: \\boxed{3}", "Q: 2+2? A: 4 \\boxed{4}"],
-        "prompts": ["Q: 6*7? A:", "Q: 1+1? A:", "Q: 2+2? A:"],
-        "labels": ["42", "2", "\\boxed{4}"],
+        "query": ["Q: 6*7? A: \\boxed{42}<|endoftext|>", "Q: 1+1? A: \\boxed{3}",
+                  "<pad><pad>Q: is \\boxed{5} right? A: #### 4", "Q: \\boxed{9}? A: #### 8"],
+        "prompts": ["Q: 6*7? A:", "Q: 1+1? A:", "Q: is \\boxed{5} right? A:", "Q: \\boxed{9}? A:"],
+        "labels": ["42", "2", "4", "9"],
     }
     r = client.post("/get_reward", json=body).json()
-    assert r["rewards"] == [1.0, 0.0, 1.0] and r["scores"] == r["rewards"]
-    assert r["extra_logs"]["scored"] == [1.0, 1.0, 1.0]
+    assert r["rewards"] == [1.0, 0.0, 1.0, 0.0] and r["scores"] == r["rewards"]
+    assert completion_of("<pad>P: x", "P:") == " x" and completion_of("no prompt", "P:") == "no prompt"
+    # OpenRLHF concatenates each extra_logs key across requests: fixed keys, one float per item.
+    assert sorted(r["extra_logs"]) == ["error", "scored", "timeout"]
+    assert r["extra_logs"]["scored"] == [1.0, 1.0, 1.0, 1.0]
+    # The oldest protocol posts only {"query": [...]}.
+    r = client.post("/get_reward", json={"query": ["so \\boxed{5}"]}).json()
+    # ... without labels math has nothing to compare with: unscored, flagged, 0.0.
+    assert r["rewards"] == [0.0] and r["extra_logs"]["scored"] == [0.0]
+    assert r["extra_logs"]["error"] == [1.0]
     bad = client.post("/get_reward", json={"query": ["a"], "prompts": ["a", "b"], "labels": ["1"]})
     assert bad.status_code == 422 and "prompts" in bad.text
+    bad = client.post("/get_reward", json={"prompts": ["a"]})
+    assert bad.status_code == 422 and "query" in bad.json()["fields"]
+
+
+def test_openrlhf_unscored_items_are_flagged() -> None:
+    settings = Settings(workers=1, default_verifier="echo")
+    with TestClient(create_app(settings, table={"echo": (EchoVerifier, {})})) as c:
+        r = c.post("/get_reward", json={"query": ["0.5", "raise"], "prompts": ["", ""]}).json()
+        assert r["rewards"] == [0.5, 0.0]
+        assert r["extra_logs"] == {"scored": [1.0, 0.0], "timeout": [0.0, 0.0], "error": [0.0, 1.0]}
+    settings = Settings(workers=1, default_verifier="echo", openrlhf_unscored="error")
+    with TestClient(create_app(settings, table={"echo": (EchoVerifier, {})})) as c:
+        r = c.post("/get_reward", json={"query": ["0.5", "raise"]})
+        assert r.status_code == 503 and "verifier bug" in r.text
 
 
 def test_auth_required_when_key_set() -> None:
@@ -152,3 +182,20 @@ def test_bind_policy() -> None:
         check_bind_policy(Settings(host="0.0.0.0"))
     check_bind_policy(Settings(host="0.0.0.0", api_key="k"))
     check_bind_policy(Settings(host="0.0.0.0", insecure_no_auth=True))
+
+
+def test_settings_from_toml_flags_and_env(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from reward_server.settings import load_settings
+
+    cfg = tmp_path / "server.toml"
+    cfg.write_text('workers = 3\ndefault_verifier = "echo"\n[verifiers.math]\ntimeout_s = 2.5\n'
+                   'options = { float_rounding = 4 }\n')
+    monkeypatch.setenv("RLVR_API_KEY", "from-env")
+    s = load_settings(cfg, workers=None, max_body_bytes=2048)  # None: keep the file's value
+    assert (s.workers, s.default_verifier, s.max_body_bytes, s.api_key) == (3, "echo", 2048, "from-env")
+    assert s.verifier("math").timeout_s == 2.5 and s.verifier("math").options == {"float_rounding": 4}
+    assert s.verifier("code").timeout_s is None  # not configured: the verifier's default
+    assert load_settings(cfg, api_key="flag").api_key == "flag"  # the flag wins over the env
+    cfg.write_text("workerz = 3\n")
+    with pytest.raises(ValueError, match="workerz"):
+        load_settings(cfg)

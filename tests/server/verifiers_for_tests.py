@@ -45,3 +45,14 @@ class SlowLoopVerifier(Verifier):
             if it.completion.startswith("sleep:"):
                 await asyncio.sleep(float(it.completion.split(":", 1)[1]))
         return [VerifyResult.ok(float(len(it.completion))) for it in items]
+
+
+class BrokenVerifier(Verifier):
+    """A verifier whose constructor fails (bad config, missing dependency)."""
+
+    name = "broken"
+    description = "test verifier that cannot be built"
+    reference_doc = "ignored"
+
+    def __init__(self, **options: object) -> None:
+        raise ValueError("missing option 'model_path'")
