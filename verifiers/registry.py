@@ -7,10 +7,12 @@ importing this registry stays cheap in every worker process.
 from __future__ import annotations
 
 from verifiers.base import Verifier
+from verifiers.code_verifier import CodeVerifier
 from verifiers.math_verifier import MathVerifier
 
 VERIFIERS: dict[str, type[Verifier]] = {
     "math": MathVerifier,
+    "code": CodeVerifier,
 }
 
 
