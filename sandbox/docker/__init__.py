@@ -1,0 +1,1 @@
+"""Assets of the Docker sandbox backend: the image builder and the in-container supervisor."""
