@@ -2,9 +2,11 @@
 
 Differences from the textbook GRPO formula `(r - mean(group)) / std(group)`:
 
-- Unscored samples (reward NaN: the verifier timed out or failed) are masked: they
-  get advantage 0 and are left out of their group's mean and std, instead of being
-  counted as wrong.
+- Unscored samples (reward None on the wire, NaN here: the verifier timed out or
+  failed) are masked: they get advantage 0 and are left out of their group's mean
+  and std, instead of being counted as wrong. A group is normalised over its scored
+  members only; a group with fewer than two scored members has advantage 0 (no
+  baseline to compare against).
 - The scale is a choice (`ADVANTAGE_FNS`): group std (GRPO), batch std, none
   (Dr. GRPO, which argues the std division biases toward easy/hard groups), or the
   leave-one-out baseline of RLOO.
@@ -14,12 +16,22 @@ Differences from the textbook GRPO formula `(r - mean(group)) / std(group)`:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 EPS = 1e-6
+
+
+def as_rewards(rewards: Sequence[Sequence[float | None]]) -> Tensor:
+    """Nested lists with None for "not scored" -> float tensor with NaN there.
+
+    NaN is how the rest of this module spells None: every function below leaves NaN
+    members out of their group's statistics and gives them advantage 0."""
+    return torch.tensor([[math.nan if r is None else float(r) for r in g] for g in rewards],
+                        dtype=torch.float32)
 
 
 def _masked_mean(x_P_G: Tensor, m_P_G: Tensor) -> Tensor:

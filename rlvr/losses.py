@@ -67,13 +67,17 @@ def agg_constant(loss_B_T: Tensor, mask_B_T: Tensor, max_tokens: int, norm: floa
     return (loss_B_T * mask_B_T).sum() / (norm or loss_B_T.shape[0] * max_tokens)
 
 
+# The whole-batch denominators, one per aggregation.
+NORMALISERS: dict[str, Callable[[Tensor, int], float]] = {
+    "token_mean": lambda mask_B_T, max_tokens: float(mask_B_T.sum().clamp(min=1)),
+    "sequence_mean": lambda mask_B_T, max_tokens: float((mask_B_T.sum(-1) > 0).sum().clamp(min=1)),
+    "constant": lambda mask_B_T, max_tokens: float(mask_B_T.shape[0] * max_tokens),
+}
+
+
 def batch_normaliser(agg: str, mask_B_T: Tensor, max_tokens: int) -> float:
     """The denominator `LOSS_AGG[agg]` would use on the whole batch `mask_B_T`."""
-    if agg == "token_mean":
-        return float(mask_B_T.sum().clamp(min=1))
-    if agg == "sequence_mean":
-        return float((mask_B_T.sum(-1) > 0).sum().clamp(min=1))
-    return float(mask_B_T.shape[0] * max_tokens)
+    return NORMALISERS[agg](mask_B_T, max_tokens)
 
 
 LOSS_AGG: dict[str, Callable[..., Tensor]] = {
