@@ -87,8 +87,16 @@ class BodyLimitMiddleware:
 
 
 def build_table(settings: Settings) -> VerifierTable:
-    """Verifier name -> (class, constructor options) from the registry and settings."""
-    return {name: (cls, dict(settings.verifier(name).options)) for name, cls in VERIFIERS.items()}
+    """Verifier name -> (class, constructor options) from the registry and settings,
+    plus the user's `[plugins]` entries (checked here, so a bad entry stops start-up)."""
+    from verifiers.plugins import resolve_verifiers
+
+    table: VerifierTable = {
+        name: (cls, dict(settings.verifier(name).options)) for name, cls in VERIFIERS.items()
+    }
+    if settings.plugins:
+        table.update(resolve_verifiers(settings.plugins, base=table))
+    return table
 
 
 class Scorer:

@@ -1,6 +1,6 @@
 """Reward server settings: one pydantic model, loadable from a small TOML file.
 
-Example (`configs/reward_server.toml`):
+Example file (`rlvr serve --config FILE`):
 
     workers = 2
     default_verifier = "math"
@@ -8,6 +8,9 @@ Example (`configs/reward_server.toml`):
     [verifiers.math]
     timeout_s = 5.0
     options = { float_rounding = 6 }
+    [plugins.math_fmt]
+    type = "composite"
+    parts = [ { verifier = "math", weight = 1.0 }, { verifier = "format", weight = 0.2 } ]
 """
 
 from __future__ import annotations
@@ -71,6 +74,12 @@ class Settings(BaseModel):
     )
     verifiers: dict[str, VerifierSettings] = Field(
         default_factory=dict, description="Per-verifier timeouts and options, by name."
+    )
+    plugins: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="User verifiers by name: remote HTTP services (`type = \"remote\"`), "
+        "Python classes by dotted path (`class = \"pkg.mod:Cls\"`) and weighted composites "
+        "(`type = \"composite\"`); see verifiers/plugins.py. Checked at start-up.",
     )
 
     def verifier(self, name: str) -> VerifierSettings:

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 from verifiers.base import Verifier
 from verifiers.code_verifier import CodeVerifier
+from verifiers.format_verifier import FormatVerifier
+from verifiers.judge import JudgeVerifier
 from verifiers.math_verifier import MathVerifier
+from verifiers.rm_verifier import RewardModelVerifier
 
 VERIFIERS: dict[str, type[Verifier]] = {
     "math": MathVerifier,
     "code": CodeVerifier,
+    "format": FormatVerifier,
+    "judge": JudgeVerifier,
+    "rm": RewardModelVerifier,
 }
 
 
