@@ -1,13 +1,20 @@
-"""Run every benchmark in turn (`make bench`)."""
+"""Run every benchmark in turn (`make bench`); each writes `.bench/*.json` and prints
+the markdown that goes into docs/benchmarks.md."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
-BENCHMARKS = ["bench.bench_reward_server"]
+BENCHMARKS: list[list[str]] = [
+    ["bench.bench_reward_server"],
+    ["bench.bench_sandbox", "--backend", "all"],
+    ["bench.bench_rollout"],
+    ["bench.bench_weight_sync"],
+    ["bench.bench_grpo_step"],
+]
 
 if __name__ == "__main__":
-    for mod in BENCHMARKS:
-        print(f"## {mod}", flush=True)
-        subprocess.run([sys.executable, "-m", mod], check=True)
+    for mod, *args in BENCHMARKS:
+        print(f"## {mod} {' '.join(args)}".rstrip(), flush=True)
+        subprocess.run([sys.executable, "-m", mod, *args], check=True)
