@@ -5,15 +5,15 @@
 Per model size, in a fresh process: the embedded tiny Qwen2 (random weights), 8
 arithmetic prompts x G=8, completions up to 128 tokens, the local reward server.
 It runs `rlvr.train.train` for `steps` steps and reports the median of each phase
-the loop logs (generate, score, logprobs, train = forward + backward + optimizer,
-sync) over the steps after the first (warm-up). Then, alone and in the same process,
+the loop logs (generate, score, logprobs, forward + backward, optimizer, sync) over the steps after the first (warm-up). Then, alone and in the same process,
 the two things a step cannot avoid: raw `vllm.LLM.generate` on the same prompts and
 sampling parameters, and one forward + backward pass over the batch that generate
 produced. `limit_ratio` = step / (raw generate + forward/backward): the goal is <= 1.2.
 
-TRL baseline: when `.bench/trl-venv/bin/python` exists (TRL in its own venv; see
-bench/trl_grpo_baseline.py), the same model, prompts, G and lengths run through TRL's
-GRPOTrainer and its median step time is reported beside ours. Otherwise that column
+TRL baseline: TRL 1.16 in its own venv, `.bench/trl-venv` (created on first use with
+pinned versions and the local torch wheel; `--no-trl` skips it): the same model,
+prompts, G and lengths run through TRL's GRPOTrainer (bench/trl_grpo_baseline.py) and
+its median step time is reported beside ours. If the venv cannot be made, that column
 says "not run". Writes `.bench/grpo_step.json` and prints a markdown table.
 """
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -32,7 +33,7 @@ from bench.bench_rollout import machine
 
 REPO = Path(__file__).resolve().parents[1]
 TRL_PY = REPO / ".bench" / "trl-venv" / "bin" / "python"
-PHASES = ("generate", "score", "logprobs", "train", "sync", "step")
+PHASES = ("generate", "score", "logprobs", "fwd_bwd", "optimizer", "sync", "step")
 P, G, MAX_TOKENS = 8, 8, 128
 
 
@@ -52,7 +53,7 @@ def measure(size: str, steps: int) -> dict:
             f"out_dir='{Path(d) / 'run'}'", f"model.path='{path}'", f"steps={steps}", "eval_every=0",
             "data.eval_size=1", f"sampling.prompts_per_step={P}", f"sampling.group_size={G}",
             f"sampling.max_tokens={MAX_TOKENS}", "model.max_model_len=256", "optim.lr=1e-5",
-            f"optim.micro_batch={P * G}", "tensorboard=false",
+            f"optim.micro_batch={P * G}", "tensorboard=false", "algo.beta=0.0",
         ])
         with LocalRewardServer() as srv, SyncRewardClient(srv.url) as client:
             out = train(cfg, client=client, sampler=sampler)
@@ -89,9 +90,29 @@ def measure(size: str, steps: int) -> dict:
         }
 
 
+TRL_PINS = ["trl==1.16.0", "transformers==5.24.0", "accelerate==1.15.0", "datasets==5.2.0"]
+
+
+def ensure_trl_venv() -> bool:
+    """Create `.bench/trl-venv` (torch from the local CPU wheel, then TRL) if missing."""
+    if TRL_PY.exists():
+        return True
+    venv = TRL_PY.parent.parent
+    print(f"creating {venv} (TRL is not a project dependency) ...", file=sys.stderr)
+    pip = [str(venv / "bin" / "pip"), "install", "-q"]
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run(pip + ["torch==2.13.0"], check=True)
+        subprocess.run(pip + TRL_PINS, check=True)
+    except (subprocess.CalledProcessError, OSError) as e:
+        print(f"could not create the TRL venv: {e}", file=sys.stderr)
+        return False
+    return True
+
+
 def trl_step(model_path: str) -> float | None:
     """TRL GRPOTrainer's median step time on the same setup, or None without its venv."""
-    if not TRL_PY.exists():
+    if not TRL_PY.exists() or os.environ.get("RLVR_BENCH_NO_TRL"):
         return None
     from rlvr.data import load_problems
     from rlvr.reward_client import LocalRewardServer
@@ -117,12 +138,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="0.3M,2.4M,25M")
     ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--no-trl", action="store_true", help="skip the TRL baseline")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(measure(args.child, args.steps)))
         return
     where = machine()
+    if args.no_trl:
+        os.environ["RLVR_BENCH_NO_TRL"] = "1"  # read by the children
+    else:
+        ensure_trl_venv()
     rows = []
     for size in args.sizes.split(","):
         proc = subprocess.run([sys.executable, "-m", "bench.bench_grpo_step", "--child", size,

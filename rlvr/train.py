@@ -121,6 +121,7 @@ def grpo_update(policy: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict
     a = cfg.algo
     norm = batch_normaliser(a.loss_agg, batch["mask"], cfg.sampling.max_tokens)
     n_tokens = float(batch["mask"].sum().clamp(min=1))
+    t0 = time.perf_counter()
     opt.zero_grad(set_to_none=True)
     stats = {"loss": 0.0, "clip_frac": 0.0, **({"kl": 0.0} if a.beta > 0 else {})}
     size, device = cfg.optim.micro_batch, next(policy.parameters()).device
@@ -139,8 +140,10 @@ def grpo_update(policy: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict
         for k in ("clip_frac", "kl"):
             if k in st:
                 stats[k] += st[k] * share
+    t1 = time.perf_counter()
     stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.optim.grad_clip))
     opt.step()
+    stats["time/fwd_bwd"], stats["time/optimizer"] = t1 - t0, time.perf_counter() - t1
     return stats
 
 
