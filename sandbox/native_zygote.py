@@ -24,6 +24,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import gc
 import json
 import os
 import resource
@@ -427,13 +428,10 @@ def _job_child(cfg: dict, req: dict, slot: int, uid: int, scratch: str, cg: Cgro
         os.dup2(fds["stdin"], 0)
         os.dup2(fds["out_w"], 1)
         os.dup2(fds["err_pipe_w"], 2)
-        keep = {0, 1, 2, err_w}
-        for fd in range(3, 1024):
-            if fd not in keep:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        # Every other descriptor goes: close_range(2) in two calls, not ~1000 close()s.
+        if err_w > 3:
+            os.closerange(3, err_w)
+        os.closerange(max(err_w + 1, 3), 1 << 20)
         os.chdir(scratch)
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": scratch, "TMPDIR": scratch,
                "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}
@@ -764,6 +762,10 @@ def main() -> None:
         _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
         cfg["netns_mode"] = "shared"
     _preimport()
+    # Move everything allocated so far out of the collector's reach: a job's garbage
+    # collections then never walk (and so never copy-on-write) the zygote's objects.
+    gc.collect()
+    gc.freeze()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # supervisors are reaped automatically
     while True:
         try:
