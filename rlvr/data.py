@@ -190,9 +190,9 @@ def reasoning_gym_problems(task: str, n: int, *, split: str = "train", seed: int
                            **config: Any) -> list[Problem]:
     """Problems generated offline by `reasoning_gym.create_dataset(task, ...)`.
 
-    Numeric answers are scored by the math verifier; other answers get verifier
-    "reasoning_gym:TASK", which is not registered here, so the server reports them as
-    unscored (masked out, never 0) unless a verifier of that name is added."""
+    Numeric answers are scored by the math verifier (reference: the number); others
+    by the "reasoning_gym" verifier, which runs the task's own scorer on the entry
+    carried in the reference ({"task", "entry"}, made JSON-safe)."""
     import reasoning_gym
 
     def make(size: int, s: int) -> list[dict[str, Any]]:
@@ -209,9 +209,9 @@ def reasoning_gym_problems(task: str, n: int, *, split: str = "train", seed: int
     for i, r in enumerate(rows):
         ans = str(r["answer"])
         numeric = re.fullmatch(r"\s*-?\d+(\.\d+)?(/\d+)?\s*", ans) is not None
-        out.append(Problem(f"rg-{task}-{split}-{i}", r["question"], ans,
-                           "math" if numeric else f"reasoning_gym:{task}",
-                           {"reasoning_gym": task}))
+        ref: Any = ans if numeric else {"task": task, "entry": json.loads(json.dumps(r, default=str))}
+        out.append(Problem(f"rg-{task}-{split}-{i}", r["question"], ref,
+                           "math" if numeric else "reasoning_gym", {"reasoning_gym": task}))
     return out
 
 

@@ -11,6 +11,7 @@ from verifiers.code_verifier import CodeVerifier
 from verifiers.format_verifier import FormatVerifier
 from verifiers.judge import JudgeVerifier
 from verifiers.math_verifier import MathVerifier
+from verifiers.reasoning_gym_verifier import ReasoningGymVerifier
 from verifiers.rm_verifier import RewardModelVerifier
 
 VERIFIERS: dict[str, type[Verifier]] = {
@@ -19,6 +20,7 @@ VERIFIERS: dict[str, type[Verifier]] = {
     "format": FormatVerifier,
     "judge": JudgeVerifier,
     "rm": RewardModelVerifier,
+    "reasoning_gym": ReasoningGymVerifier,
 }
 
 
