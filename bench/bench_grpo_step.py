@@ -35,6 +35,9 @@ REPO = Path(__file__).resolve().parents[1]
 TRL_PY = REPO / ".bench" / "trl-venv" / "bin" / "python"
 PHASES = ("generate", "score", "logprobs", "fwd_bwd", "optimizer", "sync", "step")
 P, G, MAX_TOKENS = 8, 8, 128
+# the trainer's default (sampling.enforce_eager = false: vLLM compiles the model once);
+# RLVR_BENCH_EAGER=1 measures the eager engine instead
+EAGER = bool(os.environ.get("RLVR_BENCH_EAGER"))
 
 
 def measure(size: str, steps: int) -> dict:
@@ -48,7 +51,7 @@ def measure(size: str, steps: int) -> dict:
 
     with tempfile.TemporaryDirectory() as d:
         path = build_sized_model(Path(d) / "m", size)
-        sampler = VLLMSampler(path, max_model_len=256, seed=0)
+        sampler = VLLMSampler(path, max_model_len=256, seed=0, enforce_eager=EAGER)
         cfg = load_config(None, [
             f"out_dir='{Path(d) / 'run'}'", f"model.path='{path}'", f"steps={steps}", "eval_every=0",
             "data.eval_size=1", f"sampling.prompts_per_step={P}", f"sampling.group_size={G}",
@@ -158,9 +161,10 @@ def main() -> None:
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     out = REPO / ".bench" / "grpo_step.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"machine": where, "P": P, "G": G, "max_tokens": MAX_TOKENS,
+    out.write_text(json.dumps({"machine": where, "eager": EAGER, "P": P, "G": G, "max_tokens": MAX_TOKENS,
                                "rows": rows}, indent=2))
-    print(f"GRPO step, {P} prompts x G={G}, up to {MAX_TOKENS} tokens; {where}\n")
+    mode = "eager" if EAGER else "compiled (the trainer's default)"
+    print(f"GRPO step, {P} prompts x G={G}, up to {MAX_TOKENS} tokens, vLLM {mode}; {where}\n")
     print("| size | params | " + " | ".join(PHASES) + " | raw gen + fwd/bwd | ratio | TRL step |")
     print("|---" * (len(PHASES) + 5) + "|")
     for r in rows:

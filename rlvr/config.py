@@ -70,6 +70,11 @@ class SamplingConfig(StrictModel):
     gpu_memory_utilization: float = Field(
         0.5, gt=0, le=1, description="vLLM: share of GPU memory for weights + KV cache (GPU only; "
         "leave room for the trainer when colocated).")
+    enforce_eager: bool = Field(
+        False, description="vLLM: run the model eagerly. False (vLLM's default) compiles it "
+        "once (torch.compile on CPU, CUDA graphs on GPU): start-up takes 20-40 s longer here, "
+        "then each step generates faster (measured: 1.3-1.8x at 0.3M, 1.15x at 25M on 2 "
+        "cores). Short runs (the demo, smoke tests) set True.")
 
 
 class AlgoConfig(StrictModel):

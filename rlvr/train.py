@@ -239,7 +239,8 @@ def train(cfg: TrainConfig, *, client: Any = None, sampler: Any = None, resume: 
     elif sampler is None:
         sampler = make_sampler("vllm", str(ckpt_dir if state else init_path), seed=cfg.seed,
                                max_model_len=cfg.model.max_model_len, dtype=cfg.sampling.engine_dtype,
-                               gpu_memory_utilization=cfg.sampling.gpu_memory_utilization)
+                               gpu_memory_utilization=cfg.sampling.gpu_memory_utilization,
+                               enforce_eager=cfg.sampling.enforce_eager)
     sampler.sync_weights(policy.state_dict())  # a shared engine may hold other weights
 
     # Problems: training stream and held-out set.
