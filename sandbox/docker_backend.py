@@ -48,7 +48,6 @@ import pwd
 import socket
 import struct
 import subprocess
-import tempfile
 import threading
 import time
 from collections import deque
@@ -56,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from sandbox.base import Limits, Program, RunResult
-from sandbox.native import _CLONE_NS_FLAGS, SECCOMP_DENY, SandboxUnavailable
+from sandbox.native import SandboxUnavailable, build_seccomp_bpf
 
 DEFAULT_UID_BASE = 62000  # the native backend uses 61000..61031
 MEMORY_OVERHEAD = 16 << 20  # the supervisor itself (about 10 MiB resident)
@@ -66,24 +65,14 @@ LANGUAGES = ("python",)
 
 
 def build_job_filter() -> bytes:
-    """Seccomp deny-list loaded on every job on top of Docker's default profile (BPF)."""
-    import pyseccomp as sc
+    """Seccomp deny-list loaded on every job on top of Docker's default profile (BPF):
+    the native backend's, plus one rule."""
 
-    f = sc.SyscallFilter(sc.ALLOW)
-    for name in SECCOMP_DENY:
-        try:
-            f.add_rule(sc.ERRNO(errno.EPERM), name)
-        except Exception:  # noqa: BLE001 - syscall unknown on this architecture
-            pass
-    for flag in _CLONE_NS_FLAGS:
-        f.add_rule(sc.ERRNO(errno.EPERM), "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
-    f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
-    # Same uid as the supervisor: lowering its RLIMIT_CPU would kill it.
-    f.add_rule(sc.ERRNO(errno.EPERM), "prlimit64", sc.Arg(0, sc.NE, 0))
-    with tempfile.TemporaryFile() as tmp:
-        f.export_bpf(tmp)
-        tmp.seek(0)
-        return tmp.read()
+    def same_uid_rules(f: Any, sc: Any) -> None:
+        # Same uid as the supervisor: lowering its RLIMIT_CPU would kill it.
+        f.add_rule(sc.ERRNO(errno.EPERM), "prlimit64", sc.Arg(0, sc.NE, 0))
+
+    return build_seccomp_bpf(same_uid_rules)
 
 
 class _Broken(Exception):

@@ -63,8 +63,9 @@ class SandboxUnavailable(RuntimeError):
     """A required isolation layer is missing and the operator did not allow it."""
 
 
-def build_seccomp_bpf() -> bytes:
-    """Deny-list filter (default allow) as classic BPF, via libseccomp."""
+def build_seccomp_bpf(extra: Any = None) -> bytes:
+    """Deny-list filter (default allow) as classic BPF, via libseccomp. `extra(f, sc)`
+    may add rules (the Docker backend adds one)."""
     import pyseccomp as sc
 
     f = sc.SyscallFilter(sc.ALLOW)
@@ -78,6 +79,8 @@ def build_seccomp_bpf() -> bytes:
     # clone3 passes its flags in memory, which seccomp cannot inspect: ENOSYS makes
     # libc fall back to clone(), which the rules above do inspect.
     f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
+    if extra is not None:
+        extra(f, sc)
     with tempfile.TemporaryFile() as tmp:
         f.export_bpf(tmp)
         tmp.seek(0)
