@@ -1,6 +1,6 @@
 """Reward server throughput and latency against math-verify in one process.
 
-    .venv/bin/python -m bench.bench_reward_server [--workers 2] [--rounds 3]
+    .venv/bin/python -m bench.bench_reward_server [--workers 2] [--rounds 5]
 
 Items: every GSM8K test solution scored against its own answer, plus each with its
 final number changed (2,638 items). Baseline, same run: `MathVerifier().verify` on
@@ -8,7 +8,9 @@ the same items in one process (the work a trainer does when it calls math-verify
 inline). Server: `rlvr serve` in a subprocess on 127.0.0.1, load from an asyncio
 aiohttp client in this process (so the load generator shares the 2 cores):
 
-- throughput: 8 concurrent clients posting batches of 64 items;
+- throughput: 8 concurrent clients posting batches of 64 items, in `rounds` passes
+  each paired with a baseline pass just before it; the ratio is the median of the
+  per-round ratios (the machine's speed drifts between minutes);
 - latency: 64 concurrent clients posting single-item requests; p50/p99 per request.
 
 Writes `.bench/reward_server.json` and prints a markdown table.
@@ -30,6 +32,7 @@ import json
 import os
 import platform
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -159,24 +162,40 @@ async def latency(url: str, items: list[dict], clients: int, per_client: int) ->
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5, help="paired baseline/server passes")
     ap.add_argument("--clients", type=int, default=64)
     ap.add_argument("--per-client", type=int, default=40)
+    ap.add_argument("--chunk-size", type=int, default=None, help="server chunk_size (default: its own)")
     args = ap.parse_args()
     items = load_items()
     load_before = os.getloadavg()[0]
-    runs = [baseline(items) for _ in range(2)]
-    base = statistics.median(r[0] for r in runs)
-    base_cpu = statistics.median(r[1] for r in runs)
-    with LocalRewardServer(workers=args.workers) as srv:
+    baseline(items)  # warm-up: imports, parser caches
+    cfg = None
+    if args.chunk_size:
+        cfg = Path(tempfile.mkdtemp()) / "server.toml"
+        cfg.write_text(f"chunk_size = {args.chunk_size}\n")
+    with LocalRewardServer(workers=args.workers, config=str(cfg) if cfg else None) as srv:
         assert srv.proc is not None
         meter = CpuMeter(srv.proc.pid)
-        # warm-up (workers' caches), then the measured rounds, metered
-        asyncio.run(throughput(srv.url, items, 1, clients=8, batch=64))
-        meter.start()
-        tput, tlat = asyncio.run(throughput(srv.url, items, args.rounds, clients=8, batch=64))
-        main_cpu, workers_cpu, gen_cpu = meter.stop()
+        asyncio.run(throughput(srv.url, items, 1, clients=8, batch=64))  # warm-up
+        # Paired rounds: baseline pass, then server pass, `rounds` times. This VM's speed
+        # drifts by 10-25% over minutes, so each ratio compares two passes taken
+        # seconds apart, and the reported ratio is the median of the rounds.
+        base_runs, tput_runs, tlat, ratios = [], [], [], []
+        cpu = [0.0, 0.0, 0.0]
+        for _ in range(args.rounds):
+            base_runs.append(baseline(items))
+            meter.start()
+            t, lat = asyncio.run(throughput(srv.url, items, 1, clients=8, batch=64))
+            cpu = [a + b for a, b in zip(cpu, meter.stop(), strict=True)]
+            tput_runs.append(t)
+            tlat += lat
+            ratios.append(t / base_runs[-1][0])
+        main_cpu, workers_cpu, gen_cpu = cpu
         lput, llat = asyncio.run(latency(srv.url, items, args.clients, args.per_client))
+    base = statistics.median(r[0] for r in base_runs)
+    base_cpu = statistics.median(r[1] for r in base_runs)
+    tput = statistics.median(tput_runs)
     n = len(items) * args.rounds
     per_item = [c / n for c in (main_cpu, workers_cpu, gen_cpu)]
     res = {
@@ -186,7 +205,8 @@ def main() -> None:
         "baseline_items_per_s": round(base, 1),
         "server_workers": args.workers,
         "throughput_items_per_s": round(tput, 1),
-        "throughput_ratio": round(tput / base, 2),
+        "throughput_ratio": round(statistics.median(ratios), 2),
+        "throughput_ratio_per_round": [round(r, 2) for r in ratios],
         "throughput_batch_p50_ms": round(1000 * pct(tlat, 0.5), 1),
         "throughput_batch_p99_ms": round(1000 * pct(tlat, 0.99), 1),
         "latency_clients": args.clients,

@@ -10,10 +10,14 @@ was on. Workers fork from a forkserver that has the verifiers pre-imported and s
 READY once their verifiers are built; only then do item clocks start, so a slow
 start on a loaded machine is never charged to an item.
 
-Throughput comes from keeping the parent's cost per result small (a busy pool
-returns results one at a time): a reader callback per worker registered once
-(no task, future or timer per item), every available result read in one go, and a
-single watchdog ticking every 50 ms for the limits.
+Throughput comes from keeping the cost per result small on both sides: a worker
+sends its results in batches (at the end of each chunk, or sooner once a result has
+waited `FLUSH_S`), not one message per item, and the parent has a reader callback
+per worker registered once (no task, future or timer per item) and a single watchdog
+ticking every 50 ms for the limits. Batching does not blur which item is hung: each
+worker publishes, in a two-slot shared array, how many items it has started and
+when it started the latest, so the watchdog times the item actually running. If a
+worker is killed, results it had computed but not yet sent are simply re-queued.
 
 The parent never blocks on a worker: chunks are pickled once and written to the
 worker's socket without waiting (`MSG_DONTWAIT`); what the socket does not take now
@@ -50,11 +54,30 @@ VerifierTable = dict[str, tuple[type[Verifier], dict[str, Any]]]
 
 READY = "ready"
 STARTUP_TIMEOUT_S = 60.0
+FLUSH_S = 0.005  # longest a computed result waits in the worker before it is sent
 
 
-def _worker_main(conn: Connection, table: VerifierTable) -> None:
-    """Worker loop: build every verifier, say READY, then verify items in order with
-    one reply each. A verifier whose constructor fails makes its items `error`."""
+def _send_results(conn: Connection, buf: list[tuple[Any, float]]) -> None:
+    """One message with every buffered (result, elapsed); a result that cannot be
+    pickled (an odd object in `info`) becomes that item's error."""
+    try:
+        conn.send(buf)
+    except (pickle.PicklingError, TypeError, AttributeError, ValueError):
+        safe = []
+        for out, elapsed in buf:
+            try:
+                pickle.dumps(out)
+                safe.append((out, elapsed))
+            except Exception as e:  # noqa: BLE001 - errors are data
+                safe.append(((None, "error", {"message": f"unsendable result: {e}"}), 0.0))
+        conn.send(safe)
+
+
+def _worker_main(conn: Connection, table: VerifierTable, progress: Any) -> None:
+    """Worker loop: build every verifier, say READY, then verify items in order; the
+    results go back in batches, one (result, elapsed) per item, in order. Before each
+    item `progress` gets (items started so far, monotonic start time) for the parent's
+    watchdog. A verifier whose constructor fails makes its items `error`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
     built: dict[str, Verifier | BaseException] = {}
     for name, (cls, opts) in table.items():
@@ -63,6 +86,9 @@ def _worker_main(conn: Connection, table: VerifierTable) -> None:
         except Exception as e:  # noqa: BLE001 - reported per item below
             built[name] = e
     conn.send(READY)  # the parent starts item clocks only after this
+    started = 0
+    buf: list[tuple[Any, float]] = []
+    buf_since = 0.0
     while True:
         try:
             msg = conn.recv()
@@ -71,6 +97,12 @@ def _worker_main(conn: Connection, table: VerifierTable) -> None:
         if msg is None:
             return
         for name, completion, reference, prompt, options in msg:
+            if buf and time.monotonic() - buf_since > FLUSH_S:
+                _send_results(conn, buf)
+                buf = []
+            started += 1
+            progress[1] = time.monotonic()  # the time first: the parent reads the count first
+            progress[0] = started
             t0 = time.perf_counter()
             try:
                 v = built[name]
@@ -83,10 +115,12 @@ def _worker_main(conn: Connection, table: VerifierTable) -> None:
                     "message": f"{type(e).__name__}: {e}",
                     "traceback": traceback.format_exc(limit=3),
                 })
-            try:
-                conn.send((None, out, time.perf_counter() - t0))
-            except Exception as e:  # info not picklable, for example
-                conn.send((None, (None, "error", {"message": f"unsendable result: {e}"}), 0.0))
+            if not buf:
+                buf_since = time.monotonic()
+            buf.append((out, time.perf_counter() - t0))
+        if buf:
+            _send_results(conn, buf)
+            buf = []
 
 
 @dataclass
@@ -99,7 +133,11 @@ class _Pending:
 class _Worker:
     def __init__(self, ctx: Any, table: VerifierTable) -> None:
         parent, child = ctx.Pipe(duplex=True)  # a socketpair on POSIX
-        self.proc = ctx.Process(target=_worker_main, args=(child, table), daemon=True)
+        # [items started, monotonic time the latest started], written by the worker
+        self.progress = ctx.RawArray("d", 2)
+        self.answered = 0  # results received from this worker
+        self.proc = ctx.Process(target=_worker_main, args=(child, table, self.progress),
+                                daemon=True)
         self.proc.start()
         child.close()
         self.conn: Connection = parent
@@ -197,13 +235,24 @@ OnResult = Callable[[str, VerifyResult, float], None]
 
 
 class _Slot:
-    """One worker position: the process (None while it is being replaced), the items
-    posted to it in order, and when the worker started on the first of them."""
+    """One worker position: the process (None while it is being replaced) and the
+    items posted to it, in order, whose results have not arrived yet."""
 
     def __init__(self) -> None:
         self.worker: _Worker | None = None
         self.inflight: collections.deque[_Pending] = collections.deque()
-        self.head_started = 0.0
+
+    def current(self) -> tuple[int, float] | None:
+        """(index in `inflight`, start time) of the item the worker is on, or None if it
+        has not started any of them yet. Items before that index are done, their
+        results still in the worker's buffer."""
+        w = self.worker
+        if w is None or not self.inflight:
+            return None
+        k = int(w.progress[0]) - w.answered
+        if k < 1:
+            return None
+        return min(k, len(self.inflight)) - 1, float(w.progress[1])
 
 
 class WorkerPool:
@@ -294,7 +343,8 @@ class WorkerPool:
         now = self._loop.time()
 
         def stalled(slot: _Slot) -> bool:
-            return bool(slot.inflight) and now - slot.head_started > self.stall_s
+            cur = slot.current()
+            return cur is not None and now - cur[1] > self.stall_s
 
         live = [i for i in range(self.n) if self._slots[i].worker is not None]
         moving = [i for i in live if not stalled(self._slots[i])]
@@ -331,8 +381,6 @@ class WorkerPool:
                     self._finish(p, VerifyResult.fail("error", f"item cannot be sent: {e}"), 0.0)
                 continue
             assert self._loop is not None
-            if not slot.inflight:
-                slot.head_started = self._loop.time()
             slot.inflight.extend(batch)
             w.post(self._loop, payload)
 
@@ -350,21 +398,21 @@ class WorkerPool:
             dead = True  # results it wrote before dying are still credited below
         got = False
         while (frame := w.next_frame()) is not None:
-            if not slot.inflight:  # cannot happen: one reply per item posted
-                continue
-            head = slot.inflight.popleft()
-            got = True
-            try:
-                _, (reward, status, info), elapsed = pickle.loads(frame)
-                res = VerifyResult(reward, status, info)
-            except Exception as e:  # noqa: BLE001 - a verifier broke the contract
-                res, elapsed = VerifyResult.fail("error", f"invalid result from worker: {e}"), 0.0
-            self._finish(head, res, elapsed)
+            for out, elapsed in pickle.loads(frame):
+                if not slot.inflight:  # cannot happen: one result per item posted
+                    break
+                head = slot.inflight.popleft()
+                w.answered += 1
+                got = True
+                try:
+                    res = VerifyResult(*out)
+                except Exception as e:  # noqa: BLE001 - a verifier broke the contract
+                    res, elapsed = VerifyResult.fail("error", f"invalid result from worker: {e}"), 0.0
+                self._finish(head, res, elapsed)
         if dead:
             w.proc.join(timeout=0.1)  # reaped (it has closed its socket), so the exit code is known
-            self._fail_head(i, "error", f"verification worker died (exit {w.proc.exitcode})")
+            self._fail_current(i, "error", f"verification worker died (exit {w.proc.exitcode})")
         elif got:
-            slot.head_started = self._loop.time()  # the worker is now on the next item
             self._pump(i)
 
     async def _watch(self) -> None:
@@ -374,21 +422,26 @@ class WorkerPool:
             await asyncio.sleep(self.tick_s)
             now = self._loop.time()
             for i, slot in enumerate(self._slots):
-                if slot.worker is not None and slot.inflight:
-                    head = slot.inflight[0]
-                    if now - slot.head_started > head.timeout_s:
-                        self._fail_head(
+                cur = slot.current()
+                if cur is not None:
+                    item = slot.inflight[cur[0]]
+                    if now - cur[1] > item.timeout_s:
+                        self._fail_current(
                             i, "timeout",
-                            f"verification exceeded {head.timeout_s:g} s; worker replaced",
+                            f"verification exceeded {item.timeout_s:g} s; worker replaced",
                         )
 
-    def _fail_head(self, i: int, status: Status, message: str) -> None:
-        """The item worker `i` is on failed (timeout or crash): finish it, put the rest
-        of its items back at the head of the queue, replace the worker."""
+    def _fail_current(self, i: int, status: Status, message: str) -> None:
+        """The item worker `i` is on failed (timeout or crash): finish it, put every
+        other unanswered item of that worker back at the head of the queue (done ones
+        whose results were still buffered in it are verified again), replace it."""
         slot = self._slots[i]
+        cur = slot.current()
+        at = cur[0] if cur is not None else 0  # died before starting any: blame the first
         if slot.inflight:
-            head = slot.inflight.popleft()
-            self._finish(head, VerifyResult.fail(status, message), head.timeout_s)
+            victim = slot.inflight[at]
+            del slot.inflight[at]
+            self._finish(victim, VerifyResult.fail(status, message), victim.timeout_s)
         self._queue.extendleft(reversed(slot.inflight))
         slot.inflight.clear()
         w, slot.worker = slot.worker, None

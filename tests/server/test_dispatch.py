@@ -62,3 +62,25 @@ async def test_unbuildable_verifier_is_an_error_per_item() -> None:
     assert res[0].status == "error" and "missing option 'model_path'" in res[0].info["message"]
     assert res[1].status == "ok" and res[1].reward == 2.0
     assert pool.replaced == 0  # the worker itself is fine
+
+
+async def test_the_running_item_is_blamed_not_the_buffered_ones_before_it() -> None:
+    # A worker sends its results in batches, so when it hangs or dies the results of
+    # the fast items it finished just before are still in its buffer. The shared
+    # progress counter must pin the timeout / crash on the item actually running;
+    # the finished ones are verified again elsewhere and come back ok.
+    pool = WorkerPool(TABLE, workers=1, chunk_size=16)
+    await pool.start()
+    try:
+        hang = [_echo("1"), _echo("2"), _echo("3"), _echo("sleep:30"), _echo("5"), _echo("6")]
+        res = await pool.submit(hang, [1.0] * len(hang))
+        assert [r.status for r in res] == ["ok", "ok", "ok", "timeout", "ok", "ok"]
+        assert [r.reward for r in res] == [1.0, 2.0, 3.0, None, 5.0, 6.0]
+        crash = [_echo("1"), _echo("2"), _echo("crash"), _echo("4")]
+        res = await pool.submit(crash, [5.0] * len(crash))
+        assert [r.status for r in res] == ["ok", "ok", "error", "ok"]
+        assert "died" in res[2].info["message"]
+        assert [r.reward for r in res] == [1.0, 2.0, None, 4.0]
+    finally:
+        await pool.close()
+    assert pool.replaced == 2
