@@ -29,12 +29,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing as mp
 import os
 import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -63,6 +65,24 @@ def baseline(items: list[dict]) -> tuple[float, float]:
     for it in items:
         v.verify(ScoreItem(verifier="math", completion=it["completion"], reference=it["reference"]))
     return len(items) / (time.perf_counter() - t0), (time.process_time() - c0) / len(items)
+
+
+def _baseline_rate(items: list[dict], q: Any) -> None:
+    q.put(baseline(items)[0])
+
+
+def machine_scaling(items: list[dict]) -> float:
+    """Items/s of two concurrent baseline processes over one: the most any 2-process
+    server could reach on this machine at this moment (1.0-2.0)."""
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    one = baseline(items)[0]
+    procs = [ctx.Process(target=_baseline_rate, args=(items, q)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    return (q.get() + q.get()) / one
 
 
 def cpu_s(pid: int) -> float:
@@ -193,6 +213,7 @@ def main() -> None:
             ratios.append(t / base_runs[-1][0])
         main_cpu, workers_cpu, gen_cpu = cpu
         lput, llat = asyncio.run(latency(srv.url, items, args.clients, args.per_client))
+    scaling = machine_scaling(items)
     base = statistics.median(r[0] for r in base_runs)
     base_cpu = statistics.median(r[1] for r in base_runs)
     tput = statistics.median(tput_runs)
@@ -218,6 +239,7 @@ def main() -> None:
         "cpu_us_per_item_workers": round(1e6 * per_item[1], 1),
         "cpu_us_per_item_load_generator": round(1e6 * per_item[2], 1),
         "cpu_ratio_estimate": round(2 * base_cpu / sum(per_item), 2),
+        "machine_two_process_scaling": round(scaling, 2),
     }
     Path(".bench").mkdir(exist_ok=True)
     Path(".bench/reward_server.json").write_text(json.dumps(res, indent=2))
