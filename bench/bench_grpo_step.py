@@ -35,9 +35,9 @@ REPO = Path(__file__).resolve().parents[1]
 TRL_PY = REPO / ".bench" / "trl-venv" / "bin" / "python"
 PHASES = ("generate", "score", "logprobs", "fwd_bwd", "optimizer", "sync", "step")
 P, G, MAX_TOKENS = 8, 8, 128
-# the trainer's default (sampling.enforce_eager = false: vLLM compiles the model once);
-# RLVR_BENCH_EAGER=1 measures the eager engine instead
-EAGER = bool(os.environ.get("RLVR_BENCH_EAGER"))
+# the trainer's default (sampling.enforce_eager = true); RLVR_BENCH_COMPILED=1 measures
+# the compiled engine instead
+EAGER = not os.environ.get("RLVR_BENCH_COMPILED")
 
 
 def measure(size: str, steps: int) -> dict:
@@ -163,7 +163,7 @@ def main() -> None:
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"machine": where, "eager": EAGER, "P": P, "G": G, "max_tokens": MAX_TOKENS,
                                "rows": rows}, indent=2))
-    mode = "eager" if EAGER else "compiled (the trainer's default)"
+    mode = "eager (the trainer's default)" if EAGER else "compiled"
     print(f"GRPO step, {P} prompts x G={G}, up to {MAX_TOKENS} tokens, vLLM {mode}; {where}\n")
     print("| size | params | " + " | ".join(PHASES) + " | raw gen + fwd/bwd | ratio | TRL step |")
     print("|---" * (len(PHASES) + 5) + "|")

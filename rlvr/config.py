@@ -71,10 +71,11 @@ class SamplingConfig(StrictModel):
         0.5, gt=0, le=1, description="vLLM: share of GPU memory for weights + KV cache (GPU only; "
         "leave room for the trainer when colocated).")
     enforce_eager: bool = Field(
-        False, description="vLLM: run the model eagerly. False (vLLM's default) compiles it "
-        "once (torch.compile on CPU, CUDA graphs on GPU): start-up takes 20-40 s longer here, "
-        "then each step generates faster (measured: 1.3-1.8x at 0.3M, 1.15x at 25M on 2 "
-        "cores). Short runs (the demo, smoke tests) set True.")
+        True, description="vLLM: run the model eagerly (default). False compiles it once "
+        "(CUDA graphs on GPUs: set it there, as the GPU config does; torch.compile on CPUs, "
+        "20-40 s more start-up). Measured on the 2-core CPU: compiling sped up generation "
+        "alone but slowed the trainer's forward/backward in the same process, for a slower "
+        "step at every size (docs/benchmarks.md).")
 
 
 class AlgoConfig(StrictModel):
