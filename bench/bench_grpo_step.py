@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.bench_rollout import machine
+from bench.bench_rollout import machine, run_children
 
 REPO = Path(__file__).resolve().parents[1]
 TRL_PY = REPO / ".bench" / "trl-venv" / "bin" / "python"
@@ -152,13 +152,7 @@ def main() -> None:
         os.environ["RLVR_BENCH_NO_TRL"] = "1"  # read by the children
     else:
         ensure_trl_venv()
-    rows = []
-    for size in args.sizes.split(","):
-        proc = subprocess.run([sys.executable, "-m", "bench.bench_grpo_step", "--child", size,
-                               "--steps", str(args.steps)], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{size} failed:\n{proc.stderr[-3000:]}")
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    rows = run_children("bench.bench_grpo_step", args.sizes.split(","), ["--steps", str(args.steps)])
     out = REPO / ".bench" / "grpo_step.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"machine": where, "eager": EAGER, "P": P, "G": G, "max_tokens": MAX_TOKENS,

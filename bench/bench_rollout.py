@@ -92,11 +92,12 @@ def measure(size: str, reps: int) -> dict:
     }
 
 
-def run_children(module: str, sizes: list[str], reps: int) -> list[dict]:
-    """One fresh process per size, so each engine starts clean and frees its memory."""
+def run_children(module: str, sizes: list[str], args: list[str]) -> list[dict]:
+    """One fresh process per size (`module --child SIZE *args`), so each engine starts
+    clean and frees its memory; each prints its row as the last line of JSON."""
     rows = []
     for size in sizes:
-        cmd = [sys.executable, "-m", module, "--child", size, "--reps", str(reps)]
+        cmd = [sys.executable, "-m", module, "--child", size, *args]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"{module} {size} failed:\n{proc.stderr[-3000:]}")
@@ -119,7 +120,7 @@ def main() -> None:
         print(json.dumps(measure(args.child, args.reps)))
         return
     host = machine()
-    rows = run_children("bench.bench_rollout", args.sizes.split(","), args.reps)
+    rows = run_children("bench.bench_rollout", args.sizes.split(","), ["--reps", str(args.reps)])
     Path(".bench").mkdir(exist_ok=True)
     Path(".bench/rollout.json").write_text(json.dumps(
         {"machine": host, "prompts": len(PROMPTS), "G": G, "max_tokens": MAX_TOKENS, "rows": rows},

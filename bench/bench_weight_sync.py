@@ -77,7 +77,7 @@ def main() -> None:
         print(json.dumps(measure(args.child, args.reps)))
         return
     host = machine()
-    rows = run_children("bench.bench_weight_sync", args.sizes.split(","), args.reps)
+    rows = run_children("bench.bench_weight_sync", args.sizes.split(","), ["--reps", str(args.reps)])
     Path(".bench").mkdir(exist_ok=True)
     Path(".bench/weight_sync.json").write_text(json.dumps({"machine": host, "rows": rows}, indent=2))
     print(f"Weight sync into the in-process vLLM engine, median of {args.reps} ({host})\n")

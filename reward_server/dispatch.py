@@ -62,7 +62,9 @@ def _send_results(conn: Connection, buf: list[tuple[Any, float]]) -> None:
     pickled (an odd object in `info`) becomes that item's error."""
     try:
         conn.send(buf)
-    except (pickle.PicklingError, TypeError, AttributeError, ValueError):
+    except OSError:
+        raise  # the parent is gone: nothing to report to
+    except Exception:  # noqa: BLE001 - pickling failed, so nothing was sent
         safe = []
         for out, elapsed in buf:
             try:

@@ -44,7 +44,6 @@ import base64
 import errno
 import json
 import os
-import pwd
 import socket
 import struct
 import subprocess
@@ -55,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from sandbox.base import Limits, Program, RunResult
-from sandbox.native import SandboxUnavailable, build_seccomp_bpf
+from sandbox.native import SandboxUnavailable, _error, _has_passwd, build_seccomp_bpf
 
 DEFAULT_UID_BASE = 62000  # the native backend uses 61000..61031
 MEMORY_OVERHEAD = 16 << 20  # the supervisor itself (about 10 MiB resident)
@@ -477,15 +476,3 @@ class DockerBackend:
             top = self.client.api.top(c.id)
             out[c.id] = top.get("Processes") or []
         return out
-
-
-def _has_passwd(uid: int) -> bool:
-    try:
-        pwd.getpwuid(uid)
-        return True
-    except KeyError:
-        return False
-
-
-def _error(message: str) -> RunResult:
-    return RunResult("error", None, "", "", 0.0, 0.0, message=message)

@@ -28,6 +28,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,7 @@ class SandboxUnavailable(RuntimeError):
     """A required isolation layer is missing and the operator did not allow it."""
 
 
-def build_seccomp_bpf(extra: Any = None) -> bytes:
+def build_seccomp_bpf(extra: Callable[[Any, Any], None] | None = None) -> bytes:
     """Deny-list filter (default allow) as classic BPF, via libseccomp. `extra(f, sc)`
     may add rules (the Docker backend adds one)."""
     import pyseccomp as sc

@@ -9,7 +9,8 @@ math verifier cannot score them. This verifier calls the task's own
 
 What differs from reasoning-gym's own examples, on purpose:
 - The answer is the completion's last `<answer>...</answer>`, else its last
-  `\\boxed{...}`; with neither, the reward is 0.0 with `info["extracted"] = None`
+  `\\boxed{...}` (the math verifier's `last_boxed`: an unclosed last box is no
+  answer, never an earlier box); with neither, the reward is 0.0 with `info["extracted"] = None`
   (a missing answer is wrong, not unscorable). Only the last candidate counts.
 - A scorer that raises, or returns something that is not a finite number, is status
   `error` with reward null (never a 0), and an unknown task is `error` naming it.
@@ -24,23 +25,9 @@ from functools import lru_cache
 from typing import Any
 
 from verifiers.base import ScoreItem, Verifier, VerifyResult
+from verifiers.math_verifier import last_boxed
 
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last `\\boxed{...}` with balanced braces, or None."""
-    start = text.rfind("\\boxed{")
-    while start >= 0:
-        i, depth = start + len("\\boxed{"), 1
-        j = i
-        while j < len(text) and depth:
-            depth += {"{": 1, "}": -1}.get(text[j], 0)
-            j += 1
-        if depth == 0:
-            return text[i : j - 1]
-        start = text.rfind("\\boxed{", 0, start)
-    return None
 
 
 def extract(completion: str) -> tuple[str | None, str | None]:
