@@ -57,27 +57,19 @@ STARTUP_TIMEOUT_S = 60.0
 FLUSH_S = 0.005  # longest a computed result waits in the worker before it is sent
 
 
-def _send_results(conn: Connection, buf: list[tuple[Any, float]]) -> None:
-    """One message with every buffered (result, elapsed); a result that cannot be
-    pickled (an odd object in `info`) becomes that item's error."""
+def _pack(out: tuple[Any, ...], elapsed: float) -> bytes:
+    """One result, pickled on its own so the parent can unpickle (or reject) each item
+    of a batch separately; a result that cannot be pickled (an odd object in `info`)
+    becomes that item's error."""
     try:
-        conn.send(buf)
-    except OSError:
-        raise  # the parent is gone: nothing to report to
-    except Exception:  # noqa: BLE001 - pickling failed, so nothing was sent
-        safe = []
-        for out, elapsed in buf:
-            try:
-                pickle.dumps(out)
-                safe.append((out, elapsed))
-            except Exception as e:  # noqa: BLE001 - errors are data
-                safe.append(((None, "error", {"message": f"unsendable result: {e}"}), 0.0))
-        conn.send(safe)
+        return pickle.dumps((out, elapsed), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as e:  # noqa: BLE001 - errors are data
+        return pickle.dumps(((None, "error", {"message": f"unsendable result: {e}"}), 0.0))
 
 
 def _worker_main(conn: Connection, table: VerifierTable, progress: Any) -> None:
     """Worker loop: build every verifier, say READY, then verify items in order; the
-    results go back in batches, one (result, elapsed) per item, in order. Before each
+    results go back in batches (a list with one `_pack`ed result per item, in order). Before each
     item `progress` gets (items started so far, monotonic start time) for the parent's
     watchdog. A verifier whose constructor fails makes its items `error`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
@@ -89,7 +81,7 @@ def _worker_main(conn: Connection, table: VerifierTable, progress: Any) -> None:
             built[name] = e
     conn.send(READY)  # the parent starts item clocks only after this
     started = 0
-    buf: list[tuple[Any, float]] = []
+    buf: list[bytes] = []
     buf_since = 0.0
     while True:
         try:
@@ -100,7 +92,7 @@ def _worker_main(conn: Connection, table: VerifierTable, progress: Any) -> None:
             return
         for name, completion, reference, prompt, options in msg:
             if buf and time.monotonic() - buf_since > FLUSH_S:
-                _send_results(conn, buf)
+                conn.send(buf)
                 buf = []
             started += 1
             progress[1] = time.monotonic()  # the time first: the parent reads the count first
@@ -119,9 +111,9 @@ def _worker_main(conn: Connection, table: VerifierTable, progress: Any) -> None:
                 })
             if not buf:
                 buf_since = time.monotonic()
-            buf.append((out, time.perf_counter() - t0))
+            buf.append(_pack(out, time.perf_counter() - t0))
         if buf:
-            _send_results(conn, buf)
+            conn.send(buf)
             buf = []
 
 
@@ -400,13 +392,14 @@ class WorkerPool:
             dead = True  # results it wrote before dying are still credited below
         got = False
         while (frame := w.next_frame()) is not None:
-            for out, elapsed in pickle.loads(frame):
+            for blob in pickle.loads(frame):  # a list of bytes: always loads
                 if not slot.inflight:  # cannot happen: one result per item posted
                     break
                 head = slot.inflight.popleft()
                 w.answered += 1
                 got = True
                 try:
+                    out, elapsed = pickle.loads(blob)
                     res = VerifyResult(*out)
                 except Exception as e:  # noqa: BLE001 - a verifier broke the contract
                     res, elapsed = VerifyResult.fail("error", f"invalid result from worker: {e}"), 0.0

@@ -84,3 +84,19 @@ async def test_the_running_item_is_blamed_not_the_buffered_ones_before_it() -> N
     finally:
         await pool.close()
     assert pool.replaced == 2
+
+
+async def test_a_result_that_cannot_travel_is_that_items_error_only() -> None:
+    # Results travel in batches; one bad result must not take its batch mates with it.
+    pool = WorkerPool(TABLE, workers=1, chunk_size=16)
+    await pool.start()
+    try:
+        items = [_echo("1"), _echo("unpicklable"), _echo("3"), _echo("unloadable"), _echo("5")]
+        res = await pool.submit(items, [5.0] * len(items))
+    finally:
+        await pool.close()
+    assert [r.status for r in res] == ["ok", "error", "ok", "error", "ok"]
+    assert [r.reward for r in res] == [1.0, None, 3.0, None, 5.0]
+    assert "unsendable result" in res[1].info["message"]
+    assert "invalid result from worker" in res[3].info["message"]
+    assert pool.replaced == 0  # the worker itself is fine

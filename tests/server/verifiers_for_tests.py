@@ -9,8 +9,21 @@ import time
 from verifiers.base import ScoreItem, Verifier, VerifyResult
 
 
+def _explode() -> None:
+    raise RuntimeError("cannot be rebuilt here")
+
+
+class _LoadsBadly:
+    """Pickles fine; unpickling it raises (like a class the parent cannot import)."""
+
+    def __reduce__(self) -> tuple:
+        return (_explode, ())
+
+
 class EchoVerifier(Verifier):
-    """Reward = float(completion); 'sleep:S' sleeps S seconds; 'crash' kills the worker."""
+    """Reward = float(completion); 'sleep:S' sleeps S seconds; 'crash' kills the worker;
+    'unpicklable' / 'unloadable' return info the worker cannot send / the parent cannot
+    read."""
 
     name = "echo"
     description = "test verifier"
@@ -28,6 +41,10 @@ class EchoVerifier(Verifier):
             raise RuntimeError("verifier bug")
         if c == "nan":
             return VerifyResult.ok(float("nan"))
+        if c == "unpicklable":
+            return VerifyResult.ok(1.0, fn=lambda: None)
+        if c == "unloadable":
+            return VerifyResult.ok(1.0, obj=_LoadsBadly())
         return VerifyResult.ok(float(c), pid=os.getpid())
 
 
